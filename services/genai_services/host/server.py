@@ -1,0 +1,129 @@
+"""Composes the configured services on one gRPC server and one engine, and runs them.
+
+Lifecycle: listen at once with health NOT_SERVING → load the engine → SERVING →
+on SIGTERM/SIGINT: NOT_SERVING → server.stop(grace) → engine shutdown → exit 0.
+If the engine dies: NOT_SERVING → stop → exit non-zero so the orchestrator restarts us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from genai_core.config import Config
+from genai_core.engine.base import Engine
+from genai_core.errors import EngineDead
+from genai_core.grpc_runtime.interceptor import ServiceInterceptor
+from genai_core.observability.metrics import start_metrics_server
+from genai_services.common import ServiceDefinition
+from genai_services.feed.servicer import SERVICE as FEED
+from genai_services.messaging.servicer import SERVICE as MESSAGING
+from genai_services.search.servicer import SERVICE as SEARCH
+
+log = structlog.get_logger(__name__)
+
+SERVICES: dict[str, ServiceDefinition] = {s.name: s for s in (FEED, MESSAGING, SEARCH)}
+HEALTH_POLL_S = 2.0
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    port: int
+    service_names: list[str]
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+
+
+async def start_server(config: Config, engine: Engine) -> RunningServer:
+    """Start listening with every service mounted and health NOT_SERVING."""
+    limit = config.server.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=[ServiceInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ],
+    )
+    definitions = [SERVICES[name] for name in config.server.services]
+    for definition in definitions:
+        definition.add_to_server(engine, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [d.full_name for d in definitions]
+    if config.server.reflection:
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            server,
+        )
+    address = f"{config.server.host}:{config.server.port}"
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not listen on {address}")
+    running = RunningServer(server, health_servicer, port, names)
+    await running.set_serving(False)
+    await server.start()
+    log.info("server_listening", port=port, services=names)
+    return running
+
+
+async def _watch_engine(engine: Engine) -> None:
+    """Return when the engine stops answering health checks."""
+    while True:
+        await asyncio.sleep(HEALTH_POLL_S)
+        try:
+            await engine.check_health()
+        except EngineDead:
+            return
+
+
+async def serve(config: Config, engine: Engine) -> int:
+    """Run until SIGTERM/SIGINT (exit code 0) or an engine failure (exit code 1)."""
+    if config.metrics.enabled:
+        metrics_port = start_metrics_server(config.metrics.host, config.metrics.port)
+        log.info("metrics_listening", port=metrics_port)
+    running = await start_server(config, engine)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    exit_code = 0
+    stopping = asyncio.create_task(stop.wait())
+    starting = asyncio.create_task(engine.start())
+    await asyncio.wait({stopping, starting}, return_when=asyncio.FIRST_COMPLETED)
+    if starting.done() and starting.exception() is not None:
+        log.error("engine_start_failed", error=repr(starting.exception()))
+        exit_code = 1
+    elif starting.done():
+        await running.set_serving(True)
+        log.info("serving", port=running.port)
+        watching = asyncio.create_task(_watch_engine(engine))
+        await asyncio.wait({stopping, watching}, return_when=asyncio.FIRST_COMPLETED)
+        if watching.done():
+            log.error("engine_dead")
+            exit_code = 1
+        watching.cancel()
+    else:
+        starting.cancel()
+
+    log.info("shutting_down", grace_s=config.server.shutdown_grace_s)
+    await running.set_serving(False)
+    # New calls are refused from here; in-flight ones get the grace period.
+    await running.server.stop(config.server.shutdown_grace_s if exit_code == 0 else 0)
+    stopping.cancel()
+    await engine.shutdown()
+    log.info("stopped", exit_code=exit_code)
+    return exit_code

@@ -1,0 +1,82 @@
+"""MessagingService: validate → build prompt → call engine → map result."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+from genai.messaging.v1 import messaging_service_pb2 as pb
+from genai.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
+
+from genai_core.engine.base import Engine
+from genai_core.engine.types import GenerationChunk
+from genai_core.grpc_runtime.interceptor import current_request_id
+from genai_services.common import ServiceDefinition, usage_to_pb
+from genai_services.messaging import convert, prompts
+from genai_services.messaging.domain import LengthLimiter
+
+
+class MessagingServicer(pb_grpc.MessagingServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def SuggestReplies(
+        self, request: pb.SuggestRepliesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SuggestRepliesResponse:
+        data = convert.suggest_from_pb(request)
+        result = await self.engine.generate_json(
+            prompts.build_suggest_request(data), current_request_id()
+        )
+        return pb.SuggestRepliesResponse(
+            suggestions=[" ".join(s.split()) for s in result.parsed["replies"]],
+            usage=usage_to_pb(result, self.engine.model_name),
+        )
+
+    async def _rewrite(self, request: pb.RewriteDraftRequest) -> AsyncIterator[pb.StreamRewriteDraftResponse]:
+        """The rewrite as a stream of deltas; the last message carries usage."""
+        data = convert.rewrite_from_pb(request)
+        limiter = LengthLimiter(data.max_length_chars)
+        last: GenerationChunk | None = None
+        # aclosing: leaving early (limit reached, caller gone) aborts the generation,
+        # so no tokens are paid for that would be dropped.
+        async with contextlib.aclosing(
+            self.engine.stream(prompts.build_rewrite_request(data), current_request_id())
+        ) as stream:
+            async for last in stream:
+                text = limiter.feed(last.text_delta)
+                if text:
+                    yield pb.StreamRewriteDraftResponse(text_delta=text)
+                if limiter.done:
+                    break
+        yield pb.StreamRewriteDraftResponse(
+            text_delta=limiter.finish(),
+            truncated=limiter.truncated,
+            usage=usage_to_pb(last, self.engine.model_name) if last else None,
+        )
+
+    async def RewriteDraft(
+        self, request: pb.RewriteDraftRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RewriteDraftResponse:
+        response = pb.RewriteDraftResponse()
+        async for part in self._rewrite(request):
+            response.text += part.text_delta
+            response.truncated = part.truncated
+            if part.HasField("usage"):
+                response.usage.CopyFrom(part.usage)
+        return response
+
+    async def StreamRewriteDraft(
+        self, request: pb.RewriteDraftRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamRewriteDraftResponse]:
+        async for part in self._rewrite(request):
+            yield part
+
+
+SERVICE = ServiceDefinition(
+    name="messaging",
+    full_name=pb.DESCRIPTOR.services_by_name["MessagingService"].full_name,
+    add_to_server=lambda engine, server: pb_grpc.add_MessagingServiceServicer_to_server(
+        MessagingServicer(engine), server
+    ),
+)

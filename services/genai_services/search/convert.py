@@ -1,0 +1,88 @@
+"""The one place where search protos and search domain types meet."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from genai.search.v1 import search_service_pb2 as pb
+
+from genai_core.validation import Violations
+from genai_services.search.domain import Entity, EntityType, Intent, QueryUnderstanding, UnderstandQueryInput
+
+DEFAULT_EXPANSIONS = 3
+_LOCALE = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
+
+INTENTS = {
+    Intent.PEOPLE: pb.QUERY_INTENT_PEOPLE,
+    Intent.JOBS: pb.QUERY_INTENT_JOBS,
+    Intent.COMPANIES: pb.QUERY_INTENT_COMPANIES,
+    Intent.CONTENT: pb.QUERY_INTENT_CONTENT,
+    Intent.GROUPS: pb.QUERY_INTENT_GROUPS,
+    Intent.LEARNING: pb.QUERY_INTENT_LEARNING,
+}
+ENTITY_TYPES = {
+    EntityType.PERSON: pb.ENTITY_TYPE_PERSON,
+    EntityType.COMPANY: pb.ENTITY_TYPE_COMPANY,
+    EntityType.JOB_TITLE: pb.ENTITY_TYPE_JOB_TITLE,
+    EntityType.SKILL: pb.ENTITY_TYPE_SKILL,
+    EntityType.LOCATION: pb.ENTITY_TYPE_LOCATION,
+    EntityType.SCHOOL: pb.ENTITY_TYPE_SCHOOL,
+}
+
+
+def from_pb(request: pb.UnderstandQueryRequest) -> UnderstandQueryInput:
+    """Raises: InvalidRequest naming every bad field."""
+    v = Violations()
+    query = v.text("query", request.query, max_chars=256)
+    locale = v.text("locale", request.locale, max_chars=35, required=False)
+    if locale and not _LOCALE.match(locale):
+        v.add("locale", f"must be a BCP 47 language tag such as 'en-US', got {locale!r}")
+    count = v.int_range("expansion_count", request.expansion_count, minimum=0, maximum=10)
+    v.raise_if_any()
+    return UnderstandQueryInput(query=query, locale=locale, expansion_count=count or DEFAULT_EXPANSIONS)
+
+
+def _spans(query: str, proposed: list[dict[str, Any]]) -> tuple[Entity, ...]:
+    """Locate each proposed entity in the query; drop any that is not there or overlaps."""
+    lowered = query.lower()
+    taken: list[Entity] = []
+    for item in proposed:
+        text = item["text"].strip()
+        start = lowered.find(text.lower()) if text else -1
+        while start >= 0 and any(start < e.end and e.start < start + len(text) for e in taken):
+            start = lowered.find(text.lower(), start + 1)
+        if start < 0:
+            continue
+        taken.append(Entity(EntityType(item["type"]), query[start : start + len(text)], start, start + len(text)))
+    return tuple(sorted(taken, key=lambda e: e.start))
+
+
+def understanding_from_model(data: UnderstandQueryInput, parsed: dict[str, Any]) -> QueryUnderstanding:
+    """Turn the model's schema-valid JSON into a consistent answer."""
+    corrected = " ".join(parsed["corrected_query"].split())
+    seen = {data.query.casefold()}
+    expansions: list[str] = []
+    for q in parsed["expanded_queries"]:
+        q = " ".join(q.split())
+        if q and q.casefold() not in seen:
+            seen.add(q.casefold())
+            expansions.append(q)
+    return QueryUnderstanding(
+        intent=Intent(parsed["intent"]),
+        entities=_spans(data.query, parsed["entities"]),
+        corrected_query=corrected if corrected and corrected.casefold() != data.query.casefold() else None,
+        expanded_queries=tuple(expansions),
+    )
+
+
+def to_pb(u: QueryUnderstanding) -> pb.UnderstandQueryResponse:
+    return pb.UnderstandQueryResponse(
+        intent=INTENTS[u.intent],
+        entities=[
+            pb.Entity(type=ENTITY_TYPES[e.type], text=e.text, start_offset_chars=e.start, end_offset_chars=e.end)
+            for e in u.entities
+        ],
+        corrected_query=u.corrected_query,
+        expanded_queries=list(u.expanded_queries),
+    )

@@ -1,0 +1,35 @@
+"""SearchService: validate → build prompt → call engine → map result."""
+
+from __future__ import annotations
+
+import grpc
+from genai.search.v1 import search_service_pb2 as pb
+from genai.search.v1 import search_service_pb2_grpc as pb_grpc
+
+from genai_core.engine.base import Engine
+from genai_core.grpc_runtime.interceptor import current_request_id
+from genai_services.common import ServiceDefinition, usage_to_pb
+from genai_services.search import convert, prompts
+
+
+class SearchServicer(pb_grpc.SearchServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def UnderstandQuery(
+        self, request: pb.UnderstandQueryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnderstandQueryResponse:
+        data = convert.from_pb(request)
+        result = await self.engine.generate_json(prompts.build_request(data), current_request_id())
+        response = convert.to_pb(convert.understanding_from_model(data, result.parsed))
+        response.usage.CopyFrom(usage_to_pb(result, self.engine.model_name))
+        return response
+
+
+SERVICE = ServiceDefinition(
+    name="search",
+    full_name=pb.DESCRIPTOR.services_by_name["SearchService"].full_name,
+    add_to_server=lambda engine, server: pb_grpc.add_SearchServiceServicer_to_server(
+        SearchServicer(engine), server
+    ),
+)

