@@ -75,7 +75,9 @@ class EngineConfig:
     max_num_batched_tokens: int | None = None
     gpu_memory_utilization: float = 0.90
     enable_prefix_caching: bool = True
-    enforce_eager: bool = False
+    # None = automatic: eager on CPU (torch.compile costs a minute at every start there
+    # and its cache does not reload), compiled with CUDA graphs on GPUs.
+    enforce_eager: bool | None = None
     seed: int = 0
     # vLLM's CPU backend sizes its KV cache from VLLM_CPU_KVCACHE_SPACE, not from
     # gpu_memory_utilization; left unset it takes far more memory than a small pod has.

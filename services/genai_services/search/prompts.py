@@ -72,5 +72,5 @@ def build_request(data: UnderstandQueryInput) -> GenerationRequest:
         messages=(ChatMessage("system", SYSTEM), ChatMessage("user", user)),
         max_output_tokens=max_output_tokens(len(data.query), data.expansion_count),
         temperature=0.0,
-        json_schema=response_schema(n, data.expansion_count),
+        json_schema=response_schema(len(data.query), data.expansion_count),
     )

