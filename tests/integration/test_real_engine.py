@@ -77,13 +77,11 @@ def test_suggest_replies(channel: grpc.Channel) -> None:
 
 def test_rewrite_unary_and_stream(channel: grpc.Channel) -> None:
     stub = msg_grpc.MessagingServiceStub(channel)
-    request = msg_pb.RewriteDraftRequest(
-        draft="hey can u send me the report asap thx", tone=msg_pb.TONE_PROFESSIONAL, max_length_chars=120
-    )
-    unary = stub.RewriteDraft(request, timeout=120)
+    fields = dict(draft="hey can u send me the report asap thx", tone=msg_pb.TONE_PROFESSIONAL, max_length_chars=120)
+    unary = stub.RewriteDraft(msg_pb.RewriteDraftRequest(**fields), timeout=120)
     assert len(unary.text) <= 120
     assert unary.usage.output_token_count > 0
-    parts = list(stub.StreamRewriteDraft(request, timeout=120))
+    parts = list(stub.StreamRewriteDraft(msg_pb.StreamRewriteDraftRequest(**fields), timeout=120))
     assert len(parts) >= 2, "the rewrite was not streamed"
     assert parts[-1].HasField("usage")
     streamed = "".join(p.text_delta for p in parts)

@@ -99,9 +99,9 @@ def test_suggest_replies_returns_requested_count(channel: grpc.Channel) -> None:
 
 def test_stream_rewrite_concatenates_to_unary(channel: grpc.Channel, fake: FakeEngine) -> None:
     stub = msg_grpc.MessagingServiceStub(channel)
-    request = msg_pb.RewriteDraftRequest(draft="hi, talk?", tone=msg_pb.TONE_PROFESSIONAL, max_length_chars=500)
-    parts = list(stub.StreamRewriteDraft(request))
-    unary = stub.RewriteDraft(request)
+    fields = dict(draft="hi, talk?", tone=msg_pb.TONE_PROFESSIONAL, max_length_chars=500)
+    parts = list(stub.StreamRewriteDraft(msg_pb.StreamRewriteDraftRequest(**fields)))
+    unary = stub.RewriteDraft(msg_pb.RewriteDraftRequest(**fields))
     assert len(parts) > 2
     assert "".join(p.text_delta for p in parts) == unary.text == REWRITE
     assert not unary.truncated
@@ -149,7 +149,7 @@ def test_bad_request_names_every_field(channel: grpc.Channel, fake: FakeEngine) 
 def test_unknown_enum_value_rejected(channel: grpc.Channel) -> None:
     with pytest.raises(grpc.RpcError) as info:
         msg_grpc.MessagingServiceStub(channel).StreamRewriteDraft(
-            msg_pb.RewriteDraftRequest(draft="hello", tone=42, max_length_chars=100)
+            msg_pb.StreamRewriteDraftRequest(draft="hello", tone=42, max_length_chars=100)
         ).next()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in details(info.value)["BadRequest"].field_violations] == ["tone"]

@@ -33,8 +33,10 @@ def suggest_from_pb(request: pb.SuggestRepliesRequest) -> SuggestRepliesInput:
     return SuggestRepliesInput(turns=turns, suggestion_count=count)
 
 
-def rewrite_from_pb(request: pb.RewriteDraftRequest) -> RewriteDraftInput:
-    """Raises: InvalidRequest naming every bad field."""
+def rewrite_from_pb(request: pb.RewriteDraftRequest | pb.StreamRewriteDraftRequest) -> RewriteDraftInput:
+    """Convert either rewrite request (their fields are the same).
+
+    Raises: InvalidRequest naming every bad field."""
     v = Violations()
     draft = v.text("draft", request.draft, max_chars=4000)
     v.enum("tone", request.tone, list(TONES), {k: pb.Tone.Name(k) for k in TONES})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 
@@ -34,11 +35,22 @@ class RewriteDraftInput:
     max_length_chars: int
 
 
+_SPACE = re.compile(r"\s")
+
+
+def _last_space(text: str) -> int:
+    found = None
+    for found in _SPACE.finditer(text):
+        pass
+    return found.start() if found else -1
+
+
 class LengthLimiter:
     """Cuts streamed text at the last word boundary within a character limit.
 
-    Text is released a whole word at a time, so what was already sent never has to
-    be taken back; unary and streaming rewrites share this, and so agree exactly.
+    Text is released a whole word at a time and trailing whitespace is held back until
+    a word follows it, so what was sent never has to be taken back and never ends in
+    whitespace. Unary and streaming rewrites share this, so they agree exactly.
     """
 
     def __init__(self, max_chars: int) -> None:
@@ -46,47 +58,44 @@ class LengthLimiter:
         self.sent = 0
         self.pending = ""
         self.truncated = False
-        self.started = False
 
     def feed(self, delta: str) -> str:
         """Take new model text; return what may be sent now ('' when holding back)."""
         if self.truncated:
             return ""
-        if not self.started:
+        if not self.sent and not self.pending:
             delta = delta.lstrip()
-            self.started = bool(delta)
         self.pending += delta
-        cut = max(self.pending.rfind(" "), self.pending.rfind("\n"))
+        cut = _last_space(self.pending)
         if cut < 0:
-            return self._check_overflow()
-        ready, self.pending = self.pending[:cut], self.pending[cut:]
+            # One word so far; if it alone overflows the room left it can never fit.
+            return self._release(self.pending) if self.sent + len(self.pending) > self.max_chars else ""
+        ready = self.pending[:cut].rstrip()
+        if not ready.strip():
+            return ""
+        self.pending = self.pending[len(ready) :]
         return self._release(ready)
 
     def _release(self, text: str) -> str:
         room = self.max_chars - self.sent
         if len(text) > room:
             self.truncated = True
-            text = text[:room]
-            # Never split a word: fall back to the last whitespace that fits.
-            if room and not text[-1].isspace():
-                boundary = max(text.rfind(" "), text.rfind("\n"))
-                text = text[:boundary] if boundary >= 0 else ("" if self.sent else text)
-            text = text.rstrip()
+            head = text[:room]
+            if not text[room].isspace():
+                # Never split a word: back off to the last boundary that fits; only a
+                # first word longer than the whole limit is cut inside.
+                boundary = _last_space(head)
+                head = head[:boundary] if boundary >= 0 else ("" if self.sent else head)
+            text = head.rstrip()
         self.sent += len(text)
         return text
-
-    def _check_overflow(self) -> str:
-        # A single word longer than the room left can never be sent whole.
-        if self.sent + len(self.pending.rstrip()) > self.max_chars:
-            return self._release(self.pending)
-        return ""
 
     def finish(self) -> str:
         """Release what is held back once the model has finished."""
         if self.truncated:
             return ""
         text, self.pending = self.pending.rstrip(), ""
-        return self._release(text)
+        return self._release(text) if text.strip() else ""
 
     @property
     def done(self) -> bool:

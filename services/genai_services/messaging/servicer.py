@@ -33,7 +33,9 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
             usage=usage_to_pb(result, self.engine.model_name),
         )
 
-    async def _rewrite(self, request: pb.RewriteDraftRequest) -> AsyncIterator[pb.StreamRewriteDraftResponse]:
+    async def _rewrite(
+        self, request: pb.RewriteDraftRequest | pb.StreamRewriteDraftRequest
+    ) -> AsyncIterator[pb.StreamRewriteDraftResponse]:
         """The rewrite as a stream of deltas; the last message carries usage."""
         data = convert.rewrite_from_pb(request)
         limiter = LengthLimiter(data.max_length_chars)
@@ -67,7 +69,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         return response
 
     async def StreamRewriteDraft(
-        self, request: pb.RewriteDraftRequest, context: grpc.aio.ServicerContext
+        self, request: pb.StreamRewriteDraftRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamRewriteDraftResponse]:
         async for part in self._rewrite(request):
             yield part

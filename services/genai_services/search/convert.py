@@ -45,23 +45,24 @@ def from_pb(request: pb.UnderstandQueryRequest) -> UnderstandQueryInput:
 
 def _spans(query: str, proposed: list[dict[str, Any]]) -> tuple[Entity, ...]:
     """Locate each proposed entity in the query; drop any that is not there or overlaps."""
-    lowered = query.lower()
     taken: list[Entity] = []
     for item in proposed:
         text = item["text"].strip()
-        start = lowered.find(text.lower()) if text else -1
-        while start >= 0 and any(start < e.end and e.start < start + len(text) for e in taken):
-            start = lowered.find(text.lower(), start + 1)
-        if start < 0:
+        if not text:
             continue
-        taken.append(Entity(EntityType(item["type"]), query[start : start + len(text)], start, start + len(text)))
+        # Matched in the original string: lower() can change a string's length ("İ").
+        for m in re.finditer(re.escape(text), query, re.IGNORECASE):
+            if not any(m.start() < e.end and e.start < m.end() for e in taken):
+                taken.append(Entity(EntityType(item["type"]), m.group(), m.start(), m.end()))
+                break
     return tuple(sorted(taken, key=lambda e: e.start))
 
 
 def understanding_from_model(data: UnderstandQueryInput, parsed: dict[str, Any]) -> QueryUnderstanding:
     """Turn the model's schema-valid JSON into a consistent answer."""
     corrected = " ".join(parsed["corrected_query"].split())
-    seen = {data.query.casefold()}
+    query = " ".join(data.query.split())
+    seen = {query.casefold()}
     expansions: list[str] = []
     for q in parsed["expanded_queries"]:
         q = " ".join(q.split())
@@ -71,7 +72,7 @@ def understanding_from_model(data: UnderstandQueryInput, parsed: dict[str, Any])
     return QueryUnderstanding(
         intent=Intent(parsed["intent"]),
         entities=_spans(data.query, parsed["entities"]),
-        corrected_query=corrected if corrected and corrected.casefold() != data.query.casefold() else None,
+        corrected_query=corrected if corrected and corrected.casefold() != query.casefold() else None,
         expanded_queries=tuple(expansions),
     )
 

@@ -8,9 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import jsonschema
+import structlog
 
 from genai_core.engine.types import EngineStats, GenerationChunk, GenerationRequest, GenerationResult
 from genai_core.errors import ModelOutputInvalid
+from genai_core.text import scrub_json
+
+log = structlog.get_logger(__name__)
 
 
 class Engine(abc.ABC):
@@ -78,9 +82,16 @@ class Engine(abc.ABC):
             raise ValueError("generate_json needs a request with json_schema")
         result = await self.generate(request, request_id)
         try:
-            value: Any = json.loads(result.text)
+            # strict=False: control characters inside strings are scrubbed, not fatal.
+            value: Any = scrub_json(json.loads(result.text, strict=False))
             jsonschema.validate(value, request.json_schema)
         except (json.JSONDecodeError, jsonschema.ValidationError) as e:
+            log.warning(
+                "model_output_invalid",
+                finish_reason=result.finish_reason,
+                error=type(e).__name__,
+                schema_path="/".join(map(str, getattr(e, "absolute_schema_path", []))),
+            )
             raise ModelOutputInvalid(
                 "the model's output did not match the response schema"
                 + (" (it hit the output token limit)" if result.finish_reason == "length" else ""),

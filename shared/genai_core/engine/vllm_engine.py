@@ -20,6 +20,7 @@ from genai_core.config import EngineConfig
 from genai_core.engine.base import Engine
 from genai_core.engine.types import ChatMessage, EngineStats, GenerationChunk, GenerationRequest
 from genai_core.errors import EngineDead, EngineNotReady, PromptTooLong
+from genai_core.text import scrub
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +39,7 @@ def _on_cpu() -> bool:
 
 def engine_args(config: EngineConfig, model_path: str) -> Any:
     """Translate our config into vLLM's AsyncEngineArgs (the only place that knows them)."""
+    from vllm.config import StructuredOutputsConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     speculative: dict[str, Any] | None = None
@@ -66,6 +68,9 @@ def engine_args(config: EngineConfig, model_path: str) -> Any:
         speculative_config=speculative,
         # Priority scheduling lets interactive features overtake batch-like ones.
         scheduling_policy="priority",
+        # No free whitespace in constrained JSON (an engine-wide switch in vLLM): with it,
+        # a model can pad the JSON with whitespace until it hits the token limit.
+        structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
         disable_log_stats=False,
         enable_log_requests=False,
     )
@@ -183,10 +188,7 @@ class VllmEngine(Engine):
             stop=list(request.stop) or None,
             output_kind=RequestOutputKind.DELTA,
             structured_outputs=(
-                # No free whitespace: a model must not be able to pad JSON until the token limit.
-                StructuredOutputsParams(json=request.json_schema, disable_any_whitespace=True)
-                if request.json_schema is not None
-                else None
+                StructuredOutputsParams(json=request.json_schema) if request.json_schema is not None else None
             ),
         )
         output_tokens = 0
@@ -202,7 +204,7 @@ class VllmEngine(Engine):
                     completion = out.outputs[0]
                     output_tokens += len(completion.token_ids)
                     yield GenerationChunk(
-                        text_delta=completion.text,
+                        text_delta=scrub(completion.text),
                         output_token_count=output_tokens,
                         prompt_token_count=len(prompt_ids),
                         cached_prompt_token_count=out.num_cached_tokens or 0,
