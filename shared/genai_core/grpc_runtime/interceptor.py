@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from contextvars import ContextVar
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -38,10 +38,16 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
+TrailerProvider = Callable[[], Sequence[tuple[str, str | bytes]]]
+"""Returns extra trailing metadata for a response (e.g. a load report for the mesh)."""
+
+
 class _Call:
     """Book-keeping for one RPC: binds log fields, records the outcome once."""
 
-    def __init__(self, service: str, method: str, context: grpc.aio.ServicerContext) -> None:
+    def __init__(
+        self, service: str, method: str, context: grpc.aio.ServicerContext, trailers: Sequence[TrailerProvider]
+    ) -> None:
         self.service, self.method, self.context = service, method, context
         self.request_id = _request_id(context)
         self.token = _request_id_var.set(self.request_id)
@@ -49,7 +55,8 @@ class _Call:
         self.bound = structlog.contextvars.bind_contextvars(
             request_id=self.request_id, service=service, method=method
         )
-        context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
+        extra = [item for provider in trailers for item in provider()]
+        context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id), *extra))
 
     async def fail(self, error: Exception) -> None:
         if isinstance(error, ServiceError):
@@ -76,9 +83,11 @@ def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) 
     return grpc.StatusCode.OK if error is None else grpc.StatusCode.INTERNAL
 
 
-def _wrap_unary(service: str, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(
+    service: str, method: str, behavior: Callable[..., Awaitable[Any]], trailers: Sequence[TrailerProvider]
+) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _Call(service, method, context)
+        call = _Call(service, method, context, trailers)
         error: BaseException | None = None
         try:
             return await behavior(request, context)
@@ -93,9 +102,11 @@ def _wrap_unary(service: str, method: str, behavior: Callable[..., Awaitable[Any
     return handler
 
 
-def _wrap_stream(service: str, method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(
+    service: str, method: str, behavior: Callable[..., AsyncIterator[Any]], trailers: Sequence[TrailerProvider]
+) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(service, method, context)
+        call = _Call(service, method, context, trailers)
         error: BaseException | None = None
         try:
             async for response in behavior(request, context):
@@ -112,7 +123,14 @@ def _wrap_stream(service: str, method: str, behavior: Callable[..., AsyncIterato
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps the handlers of our own services (health and reflection pass through)."""
+    """Wraps the handlers of our own services (health and reflection pass through).
+
+    Args:
+        trailers: providers of extra trailing metadata added to every response.
+    """
+
+    def __init__(self, trailers: Sequence[TrailerProvider] = ()) -> None:
+        self.trailers = tuple(trailers)
 
     async def intercept_service(
         self,
@@ -125,7 +143,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             return handler
         service, _, method = full[1:].partition("/")
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_wrap_unary(service, method, handler.unary_unary))
+            return handler._replace(unary_unary=_wrap_unary(service, method, handler.unary_unary, self.trailers))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_wrap_stream(service, method, handler.unary_stream))
+            return handler._replace(
+                unary_stream=_wrap_stream(service, method, handler.unary_stream, self.trailers)
+            )
         return handler
