@@ -61,6 +61,7 @@ def grpcurl(server: ServerProcess, *args: str) -> str:
 
 
 def call(server: ServerProcess, method: str, body: dict[str, object]) -> dict[str, object]:
+    """One RPC through grpcurl; its JSON uses the proto's own (snake_case) field names."""
     return json.loads(grpcurl(server, "-d", json.dumps(body), server.address, method))
 
 
@@ -80,34 +81,34 @@ def test_each_rpc_answers(readme_server: ServerProcess) -> None:
         readme_server,
         "genai.feed.v1.FeedService/RankPosts",
         {
-            "member": {"memberId": "m1", "headline": "Backend engineer", "interests": ["python", "distributed systems"]},
+            "member": {"member_id": "m1", "headline": "Backend engineer", "interests": ["python", "distributed systems"]},
             "candidates": [
-                {"postId": "a", "author": "Ann", "text": "Five lessons from scaling our Python services to 1M rps"},
-                {"postId": "b", "author": "Bob", "text": "Photos from our team's summer barbecue"},
+                {"post_id": "a", "author": "Ann", "text": "Five lessons from scaling our Python services to 1M rps"},
+                {"post_id": "b", "author": "Bob", "text": "Photos from our team's summer barbecue"},
             ],
         },
     )
-    assert sorted(p["postId"] for p in ranked["rankedPosts"]) == ["a", "b"]
-    assert all(p["reason"] for p in ranked["rankedPosts"])
+    assert sorted(p["post_id"] for p in ranked["ranked_posts"]) == ["a", "b"]
+    assert all(p["reason"] for p in ranked["ranked_posts"])
 
     replies = call(
         readme_server,
         "genai.messaging.v1.MessagingService/SuggestReplies",
-        {"turns": [{"author": "Recruiter", "text": "Are you open to new roles in data engineering?"}], "suggestionCount": 2},
+        {"turns": [{"author": "Recruiter", "text": "Are you open to new roles in data engineering?"}], "suggestion_count": 2},
     )
     assert len(replies["suggestions"]) == 2
 
     rewrite = call(
         readme_server,
         "genai.messaging.v1.MessagingService/RewriteDraft",
-        {"draft": "hey can u send me the q3 report asap", "tone": "TONE_PROFESSIONAL", "maxLengthChars": 200},
+        {"draft": "hey can u send me the q3 report asap", "tone": "TONE_PROFESSIONAL", "max_length_chars": 200},
     )
     assert 0 < len(rewrite["text"]) <= 200
 
     streamed = grpcurl(
         readme_server,
         "-d",
-        json.dumps({"draft": "thx for the intro, lets meet", "tone": "TONE_FRIENDLY", "maxLengthChars": 120}),
+        json.dumps({"draft": "thx for the intro, lets meet", "tone": "TONE_FRIENDLY", "max_length_chars": 120}),
         readme_server.address,
         "genai.messaging.v1.MessagingService/StreamRewriteDraft",
     )
@@ -116,7 +117,7 @@ def test_each_rpc_answers(readme_server: ServerProcess) -> None:
     understood = call(
         readme_server,
         "genai.search.v1.SearchService/UnderstandQuery",
-        {"query": "machine lerning jobs in london", "expansionCount": 2},
+        {"query": "machine lerning jobs in london", "expansion_count": 2},
     )
     assert understood["intent"].startswith("QUERY_INTENT_") and understood["intent"] != "QUERY_INTENT_UNSPECIFIED"
 
