@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from genai_core.engine.base import Engine
+from genai_core.engine.call import CallContext
 from genai_core.engine.types import EngineStats, GenerationChunk, GenerationRequest
 
 
@@ -17,14 +18,16 @@ class FakeEngine(Engine):
         self.respond = respond
         self.delay_s = delay_s
         self.requests: list[GenerationRequest] = []
+        self.calls: list[CallContext] = []
         self.closed_early: list[str] = []
         self.started = False
 
     async def start(self) -> None:
         self.started = True
 
-    async def stream(self, request: GenerationRequest, request_id: str) -> AsyncIterator[GenerationChunk]:
+    async def stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
         self.requests.append(request)
+        self.calls.append(call)
         text = self.respond(request)
         words = text.split(" ")
         pieces = [w + " " for w in words[:-1]] + [words[-1]]
@@ -38,7 +41,7 @@ class FakeEngine(Engine):
                 yield GenerationChunk(piece, i, prompt_tokens, 0, "stop" if finished else None)
         finally:
             if not finished:
-                self.closed_early.append(request_id)
+                self.closed_early.append(call.request_id)
 
     def stats(self) -> EngineStats:
         return EngineStats()

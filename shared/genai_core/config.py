@@ -82,6 +82,9 @@ class EngineConfig:
     # vLLM's CPU backend sizes its KV cache from VLLM_CPU_KVCACHE_SPACE, not from
     # gpu_memory_utilization; left unset it takes far more memory than a small pod has.
     cpu_kv_cache_space_gib: float = 4.0
+    # With requests in flight and no output for this long, the engine counts as dead
+    # and the process exits so the orchestrator restarts it.
+    stall_timeout_s: float = 120.0
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
 
     def problems(self) -> list[str]:
@@ -94,6 +97,7 @@ class EngineConfig:
                 0.05 <= self.gpu_memory_utilization <= 1.0, "gpu_memory_utilization: must be in [0.05, 1.0]"
             ),
             _check(self.cpu_kv_cache_space_gib > 0, "cpu_kv_cache_space_gib: must be > 0"),
+            _check(self.stall_timeout_s >= 1, "stall_timeout_s: must be >= 1"),
         ]
         if self.max_num_batched_tokens is not None:
             out.append(
@@ -112,6 +116,37 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """TLS for the gRPC port from PEM files; with client_ca_file, mutual TLS."""
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_ca_file: str | None = None
+    require_client_auth: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+    def problems(self) -> list[str]:
+        out = [
+            _check(
+                (self.cert_file is None) == (self.key_file is None), "cert_file and key_file: set both or neither"
+            ),
+            _check(
+                not self.require_client_auth or self.client_ca_file is not None,
+                "require_client_auth: needs client_ca_file",
+            ),
+            _check(self.enabled or self.client_ca_file is None, "client_ca_file: needs cert_file and key_file"),
+        ]
+        for name in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                out.append(f"{name}: no such file {path}")
+        return [p for p in out if p]
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """The gRPC listener and its lifecycle."""
 
@@ -122,6 +157,7 @@ class ServerConfig:
     shutdown_grace_s: float = 30.0
     max_message_bytes: int = 4 * 1024 * 1024
     reflection: bool = True
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
     def problems(self) -> list[str]:
         unknown = sorted(set(self.services) - set(SERVICE_NAMES))
@@ -134,6 +170,33 @@ class ServerConfig:
             ),
             _check(self.shutdown_grace_s >= 0, "shutdown_grace_s: must be >= 0"),
             _check(self.max_message_bytes >= 1024, "max_message_bytes: must be >= 1024"),
+        ]
+        return [p for p in out if p] + [f"tls.{p}" for p in self.tls.problems()]
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    """What the process accepts: a bounded queue, time limits and priorities."""
+
+    # Requests admitted but not yet producing tokens, and their prompt tokens. Past
+    # either, calls get RESOURCE_EXHAUSTED with a RetryInfo delay.
+    max_waiting_requests: int = 64
+    max_waiting_prompt_tokens: int = 262_144
+    # Longest a call may run, whatever deadline its caller set (or none).
+    max_request_time_s: float = 120.0
+    # vLLM priority per method ("package.Service/Method"); lower runs first. Feed
+    # ranking is batch-like: interactive features overtake it.
+    method_priorities: dict[str, int] = field(
+        default_factory=lambda: {"genai.feed.v1.FeedService/RankPosts": 10}
+    )
+
+    def problems(self) -> list[str]:
+        bad = [k for k in self.method_priorities if "/" not in k]
+        out = [
+            _check(self.max_waiting_requests >= 1, "max_waiting_requests: must be >= 1"),
+            _check(self.max_waiting_prompt_tokens >= 1, "max_waiting_prompt_tokens: must be >= 1"),
+            _check(self.max_request_time_s > 0, "max_request_time_s: must be > 0"),
+            _check(not bad, f"method_priorities: keys must look like 'package.Service/Method', got {bad}"),
         ]
         return [p for p in out if p]
 
@@ -167,13 +230,14 @@ class Config:
 
     engine: EngineConfig = field(default_factory=EngineConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def problems(self) -> list[str]:
         return [
             f"{name}.{p}"
-            for name in ("engine", "server", "metrics", "logging")
+            for name in ("engine", "server", "admission", "metrics", "logging")
             for p in getattr(self, name).problems()
         ]
 
@@ -186,6 +250,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
         return "a list"
+    if origin is dict:
+        return "a mapping"
     return {type(None): "null", bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )
@@ -213,6 +279,13 @@ def _coerce(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
                 out = _coerce(arg, value, path, sub)
                 if not sub:
                     return out
+    elif origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if isinstance(value, dict):
+            out: dict[Any, Any] = {}
+            for k, v in value.items():
+                out[_coerce(key_type, k, f"{path}.{k}", problems)] = _coerce(value_type, v, f"{path}.{k}", problems)
+            return out
     elif origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

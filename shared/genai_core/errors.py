@@ -69,3 +69,48 @@ class ModelOutputInvalid(ServiceError):
     """The model's output could not be turned into a valid response."""
 
     reason = "MODEL_OUTPUT_INVALID"
+
+
+class MalformedRequest(ServiceError):
+    """The request bytes are not a valid message of the method's request type."""
+
+    reason = "MALFORMED_REQUEST"
+
+
+class Overloaded(ServiceError):
+    """The process's queue is full; `retry_after_s` estimates when it will have room."""
+
+    reason = "QUEUE_FULL"
+
+    def __init__(self, limit: str, current: int, maximum: int, retry_after_s: float) -> None:
+        super().__init__(
+            f"server is at capacity ({limit}: {current} of {maximum}); retry after {retry_after_s:.1f}s",
+            metadata={"limit": limit, "current": str(current), "maximum": str(maximum)},
+        )
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineTooShort(ServiceError):
+    """The call's deadline would pass before the request could even start."""
+
+    reason = "DEADLINE_TOO_SHORT"
+
+    def __init__(self, remaining_s: float, expected_wait_s: float) -> None:
+        super().__init__(
+            f"the deadline leaves {remaining_s:.2f}s but the queue needs about {expected_wait_s:.2f}s "
+            "before this request would start",
+            metadata={"remaining_s": f"{remaining_s:.3f}", "expected_wait_s": f"{expected_wait_s:.3f}"},
+        )
+
+
+class RequestTimedOut(ServiceError):
+    """The call ran past its deadline or the server's maximum request time; it was aborted."""
+
+    reason = "REQUEST_TIMEOUT"
+
+
+class Draining(ServiceError):
+    """The server is shutting down and takes no new calls."""
+
+    reason = "SERVER_DRAINING"

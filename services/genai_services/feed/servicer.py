@@ -9,7 +9,7 @@ from genai.feed.v1 import feed_service_pb2 as pb
 from genai.feed.v1 import feed_service_pb2_grpc as pb_grpc
 
 from genai_core.engine.base import Engine
-from genai_core.grpc_runtime.interceptor import current_request_id
+from genai_core.grpc_runtime.interceptor import current_call
 from genai_services.common import ServiceDefinition, usage_to_pb
 from genai_services.feed import convert, prompts
 from genai_services.feed.domain import RankedPost, RankPostsInput
@@ -36,7 +36,7 @@ class FeedServicer(pb_grpc.FeedServiceServicer):
         self, request: pb.RankPostsRequest, context: grpc.aio.ServicerContext
     ) -> pb.RankPostsResponse:
         data = convert.from_pb(request)
-        result = await self.engine.generate_json(prompts.build_request(data), current_request_id())
+        result = await self.engine.generate_json(prompts.build_request(data), current_call())
         return pb.RankPostsResponse(
             ranked_posts=convert.to_pb(rank(data, result.parsed)),
             usage=usage_to_pb(result, self.engine.model_name),

@@ -68,7 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"genai: {e}", file=sys.stderr)
         return 2
-    engine = VllmEngine(config.engine, model_path)
+    engine = VllmEngine(config.engine, model_path, config.admission, config.logging.log_prompts)
     return asyncio.run(serve(config, engine))
 
 

@@ -1,8 +1,10 @@
 """Composes the configured services on one gRPC server and one engine, and runs them.
 
 Lifecycle: listen at once with health NOT_SERVING → load the engine → SERVING →
-on SIGTERM/SIGINT: NOT_SERVING → server.stop(grace) → engine shutdown → exit 0.
-If the engine dies: NOT_SERVING → stop → exit non-zero so the orchestrator restarts us.
+on SIGTERM/SIGINT: NOT_SERVING, new calls refused (UNAVAILABLE) → in-flight calls get
+the grace period (a second signal ends it at once) → engine shutdown → exit 0.
+If the engine dies or stalls: NOT_SERVING → in-flight calls fail UNAVAILABLE → exit 1,
+so the orchestrator restarts us.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import structlog
@@ -38,6 +41,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     port: int
     service_names: list[str]
+    interceptor: ServiceInterceptor
 
     async def set_serving(self, serving: bool) -> None:
         status = (
@@ -47,11 +51,28 @@ class RunningServer:
             await self.health.set(name, status)
 
 
+def _credentials(config: Config) -> grpc.ServerCredentials | None:
+    tls = config.server.tls
+    if not tls.enabled:
+        return None
+    assert tls.cert_file is not None and tls.key_file is not None
+    return grpc.ssl_server_credentials(
+        [(Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())],
+        root_certificates=Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None,
+        require_client_auth=tls.require_client_auth,
+    )
+
+
 async def start_server(config: Config, engine: Engine) -> RunningServer:
     """Start listening with every service mounted and health NOT_SERVING."""
     limit = config.server.max_message_bytes
+    interceptor = ServiceInterceptor(
+        trailers=[],
+        max_request_time_s=config.admission.max_request_time_s,
+        priorities=config.admission.method_priorities,
+    )
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor()],
+        interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -69,13 +90,14 @@ async def start_server(config: Config, engine: Engine) -> RunningServer:
             server,
         )
     address = f"{config.server.host}:{config.server.port}"
-    port = server.add_insecure_port(address)
+    credentials = _credentials(config)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not listen on {address}")
-    running = RunningServer(server, health_servicer, port, names)
+    running = RunningServer(server, health_servicer, port, names, interceptor)
     await running.set_serving(False)
     await server.start()
-    log.info("server_listening", port=port, services=names)
+    log.info("server_listening", port=port, services=names, tls=credentials is not None)
     return running
 
 
@@ -96,9 +118,15 @@ async def serve(config: Config, engine: Engine) -> int:
         log.info("metrics_listening", port=metrics_port)
     running = await start_server(config, engine)
     stop = asyncio.Event()
+    abort_now = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        # First signal: drain. Second: stop waiting for in-flight calls.
+        (abort_now if stop.is_set() else stop).set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
 
     exit_code = 0
     stopping = asyncio.create_task(stop.wait())
@@ -120,9 +148,18 @@ async def serve(config: Config, engine: Engine) -> int:
         starting.cancel()
 
     log.info("shutting_down", grace_s=config.server.shutdown_grace_s)
+    running.interceptor.draining = True
     await running.set_serving(False)
     # New calls are refused from here; in-flight ones get the grace period.
-    await running.server.stop(config.server.shutdown_grace_s if exit_code == 0 else 0)
+    grace = config.server.shutdown_grace_s if exit_code == 0 else 0
+    drained = asyncio.create_task(running.server.stop(grace))
+    second = asyncio.create_task(abort_now.wait())
+    await asyncio.wait({drained, second}, return_when=asyncio.FIRST_COMPLETED)
+    if not drained.done():
+        log.warning("shutdown_forced")
+        await running.server.stop(0)
+        await drained
+    second.cancel()
     stopping.cancel()
     await engine.shutdown()
     log.info("stopped", exit_code=exit_code)

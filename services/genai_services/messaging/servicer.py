@@ -11,7 +11,7 @@ from genai.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
 
 from genai_core.engine.base import Engine
 from genai_core.engine.types import GenerationChunk
-from genai_core.grpc_runtime.interceptor import current_request_id
+from genai_core.grpc_runtime.interceptor import current_call
 from genai_services.common import ServiceDefinition, usage_to_pb
 from genai_services.messaging import convert, prompts
 from genai_services.messaging.domain import LengthLimiter
@@ -26,7 +26,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     ) -> pb.SuggestRepliesResponse:
         data = convert.suggest_from_pb(request)
         result = await self.engine.generate_json(
-            prompts.build_suggest_request(data), current_request_id()
+            prompts.build_suggest_request(data), current_call()
         )
         return pb.SuggestRepliesResponse(
             suggestions=[" ".join(s.split()) for s in result.parsed["replies"]],
@@ -43,7 +43,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         # aclosing: leaving early (limit reached, caller gone) aborts the generation,
         # so no tokens are paid for that would be dropped.
         async with contextlib.aclosing(
-            self.engine.stream(prompts.build_rewrite_request(data), current_request_id())
+            self.engine.stream(prompts.build_rewrite_request(data), current_call())
         ) as stream:
             async for last in stream:
                 text = limiter.feed(last.text_delta)

@@ -7,7 +7,7 @@ from genai.search.v1 import search_service_pb2 as pb
 from genai.search.v1 import search_service_pb2_grpc as pb_grpc
 
 from genai_core.engine.base import Engine
-from genai_core.grpc_runtime.interceptor import current_request_id
+from genai_core.grpc_runtime.interceptor import current_call
 from genai_services.common import ServiceDefinition, usage_to_pb
 from genai_services.search import convert, prompts
 
@@ -20,7 +20,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self, request: pb.UnderstandQueryRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnderstandQueryResponse:
         data = convert.from_pb(request)
-        result = await self.engine.generate_json(prompts.build_request(data), current_request_id())
+        result = await self.engine.generate_json(prompts.build_request(data), current_call())
         response = convert.to_pb(convert.understanding_from_model(data, result.parsed))
         response.usage.CopyFrom(usage_to_pb(result, self.engine.model_name))
         return response

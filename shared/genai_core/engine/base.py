@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema
 import structlog
 
+from genai_core.engine.call import CallContext
 from genai_core.engine.types import EngineStats, GenerationChunk, GenerationRequest, GenerationResult
 from genai_core.errors import ModelOutputInvalid
 from genai_core.text import scrub_json
@@ -31,14 +32,16 @@ class Engine(abc.ABC):
         """Load the model and warm up; returns once requests can be served."""
 
     @abc.abstractmethod
-    def stream(self, request: GenerationRequest, request_id: str) -> AsyncIterator[GenerationChunk]:
+    def stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
         """Yield the generation piece by piece; the last chunk has `finish_reason` set.
 
-        Closing the iterator early (the caller went away) aborts the request in the
-        engine and frees its KV cache.
+        Closing the iterator early or cancelling its consumer (the caller went away)
+        aborts the request in the engine and frees its KV cache.
 
         Raises:
             PromptTooLong: the rendered prompt does not fit the model's context.
+            Overloaded / DeadlineTooShort: refused by admission control.
+            RequestTimedOut: `call.deadline` passed while generating (request aborted).
             EngineNotReady / EngineDead: the engine cannot serve.
         """
 
@@ -54,11 +57,11 @@ class Engine(abc.ABC):
     async def shutdown(self) -> None:
         """Stop the engine and free its memory and processes; idempotent."""
 
-    async def generate(self, request: GenerationRequest, request_id: str) -> GenerationResult:
+    async def generate(self, request: GenerationRequest, call: CallContext) -> GenerationResult:
         """Run a request to completion and return its whole text."""
         parts: list[str] = []
         last: GenerationChunk | None = None
-        async for chunk in self.stream(request, request_id):
+        async for chunk in self.stream(request, call):
             parts.append(chunk.text_delta)
             last = chunk
         if last is None:
@@ -71,7 +74,7 @@ class Engine(abc.ABC):
             cached_prompt_token_count=last.cached_prompt_token_count,
         )
 
-    async def generate_json(self, request: GenerationRequest, request_id: str) -> GenerationResult:
+    async def generate_json(self, request: GenerationRequest, call: CallContext) -> GenerationResult:
         """Generate under `request.json_schema`; `parsed` holds the validated value.
 
         Raises:
@@ -80,7 +83,7 @@ class Engine(abc.ABC):
         """
         if request.json_schema is None:
             raise ValueError("generate_json needs a request with json_schema")
-        result = await self.generate(request, request_id)
+        result = await self.generate(request, call)
         try:
             # strict=False: control characters inside strings are scrubbed, not fatal.
             value: Any = scrub_json(json.loads(result.text, strict=False))

@@ -30,8 +30,6 @@ class GenerationRequest:
     # and validated against it before anyone sees it.
     json_schema: dict[str, Any] | None = None
     stop: tuple[str, ...] = ()
-    # Lower runs first when the engine schedules by priority.
-    priority: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,12 @@ from typing import Any
 
 import structlog
 
-from genai_core.config import EngineConfig
+from genai_core.config import AdmissionConfig, EngineConfig
+from genai_core.engine.admission import Admission
 from genai_core.engine.base import Engine
+from genai_core.engine.call import CallContext
 from genai_core.engine.types import ChatMessage, EngineStats, GenerationChunk, GenerationRequest
-from genai_core.errors import EngineDead, EngineNotReady, PromptTooLong
+from genai_core.errors import EngineDead, EngineNotReady, PromptTooLong, RequestTimedOut
 from genai_core.text import scrub
 
 log = structlog.get_logger(__name__)
@@ -82,17 +84,31 @@ class VllmEngine(Engine):
     Args:
         config: the engine section of the root config.
         model_path: a local Hugging Face model directory (already resolved).
+        admission: queue limits in front of the engine.
+        log_prompts: log each prompt and output (they may hold members' private text).
     """
 
-    def __init__(self, config: EngineConfig, model_path: str) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        model_path: str,
+        admission: AdmissionConfig | None = None,
+        log_prompts: bool = False,
+    ) -> None:
         self.config = config
         self.model_path = model_path
         self.model_name = config.model_name
+        admission = admission or AdmissionConfig()
+        self.admission = Admission(admission.max_waiting_requests, admission.max_waiting_prompt_tokens)
+        self.log_prompts = log_prompts
         self._llm: Any = None
         self._tokenizer: Any = None
         self._stats = EngineStats()
         self._dead: BaseException | None = None
         self._closing = False
+        # Progress watchdog: requests in flight and when any of them last produced output.
+        self._in_flight = 0
+        self._last_progress = time.monotonic()
 
     async def start(self) -> None:
         # vLLM's CPU backend sizes its KV cache from this variable; it must be set
@@ -119,7 +135,7 @@ class VllmEngine(Engine):
 
     async def _warm_up(self) -> None:
         request = GenerationRequest(messages=(ChatMessage("user", "Hello"),), max_output_tokens=2)
-        async for _ in self.stream(request, "warmup"):
+        async for _ in self.stream(request, CallContext(request_id="warmup")):
             pass
 
     def _stat_logger_factory(self) -> Any:
@@ -170,17 +186,11 @@ class VllmEngine(Engine):
         if self._llm is None or self._closing:
             raise EngineNotReady("the model is not loaded yet or the server is shutting down; retry")
 
-    async def stream(self, request: GenerationRequest, request_id: str) -> AsyncIterator[GenerationChunk]:
+    def _sampling_params(self, request: GenerationRequest) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-        from vllm.v1.engine.exceptions import EngineDeadError
 
-        self._ensure_serving()
-        prompt_ids = self.render_prompt(request.messages)
-        budget = self.config.max_model_len - request.max_output_tokens
-        if len(prompt_ids) > budget:
-            raise PromptTooLong(len(prompt_ids), max(budget, 0))
-        params = SamplingParams(
+        return SamplingParams(
             max_tokens=request.max_output_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
@@ -191,20 +201,49 @@ class VllmEngine(Engine):
                 StructuredOutputsParams(json=request.json_schema) if request.json_schema is not None else None
             ),
         )
+
+    async def stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        self._ensure_serving()
+        prompt_ids = self.render_prompt(request.messages)
+        budget = self.config.max_model_len - request.max_output_tokens
+        if len(prompt_ids) > budget:
+            raise PromptTooLong(len(prompt_ids), max(budget, 0))
+        ticket = self.admission.admit(len(prompt_ids), call.deadline)
+        if self._in_flight == 0:
+            self._last_progress = time.monotonic()
+        self._in_flight += 1
         output_tokens = 0
+        texts: list[str] = []
         try:
             # aclosing: if our caller stops early, vLLM's generator is closed at once,
             # which aborts the request in the engine and frees its KV cache.
             async with contextlib.aclosing(
                 self._llm.generate(
-                    {"prompt_token_ids": prompt_ids}, params, request_id, priority=request.priority
+                    {"prompt_token_ids": prompt_ids},
+                    self._sampling_params(request),
+                    call.request_id,
+                    priority=call.priority,
                 )
             ) as outputs:
-                async for out in outputs:
+                while True:
+                    try:
+                        async with asyncio.timeout_at(call.deadline):
+                            out = await anext(outputs)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise RequestTimedOut("the call's deadline passed; generation was aborted") from None
+                    self._last_progress = time.monotonic()
+                    ticket.started()
                     completion = out.outputs[0]
                     output_tokens += len(completion.token_ids)
+                    text = scrub(completion.text)
+                    if self.log_prompts:
+                        texts.append(text)
                     yield GenerationChunk(
-                        text_delta=scrub(completion.text),
+                        text_delta=text,
                         output_token_count=output_tokens,
                         prompt_token_count=len(prompt_ids),
                         cached_prompt_token_count=out.num_cached_tokens or 0,
@@ -213,11 +252,23 @@ class VllmEngine(Engine):
         except EngineDeadError as e:
             self._dead = e
             raise EngineDead("the model engine has failed; this replica is restarting") from None
+        finally:
+            ticket.release()
+            self._in_flight -= 1
+            if self.log_prompts:
+                log.info(
+                    "generation_io",
+                    prompt=[m.content for m in request.messages],
+                    output="".join(texts),
+                    output_tokens=output_tokens,
+                )
 
     def stats(self) -> EngineStats:
         return self._stats
 
     async def check_health(self) -> None:
+        if self._dead is not None:
+            raise EngineDead("the model engine has failed")
         if self._llm is None:
             return
         try:
@@ -225,6 +276,11 @@ class VllmEngine(Engine):
         except Exception as e:  # noqa: BLE001 - any failure here means the engine is gone
             self._dead = e
             raise EngineDead("the model engine has failed") from None
+        stalled_s = time.monotonic() - self._last_progress
+        if self._in_flight and stalled_s > self.config.stall_timeout_s:
+            self._dead = RuntimeError(f"no progress for {stalled_s:.0f}s")
+            log.error("engine_stalled", in_flight=self._in_flight, stalled_s=round(stalled_s))
+            raise EngineDead("the model engine stopped making progress")
 
     @property
     def is_dead(self) -> bool:

@@ -1,21 +1,23 @@
-"""One server interceptor for every RPC of ours: request ids, logs, metrics, errors.
+"""One server interceptor for every RPC of ours: call context, logs, metrics, errors.
 
 Servicers only raise typed errors; this is where they become statuses, so every
-method reports failures the same way.
+method reports failures the same way. It also derives each call's CallContext
+(request id, deadline, priority) once, for the servicer to hand to the engine.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 import structlog
 
-from genai_core.errors import ServiceError
+from genai_core.engine.call import CallContext
+from genai_core.errors import Draining, MalformedRequest, ServiceError
 from genai_core.grpc_runtime.status import abort_with_error
 from genai_core.observability import metrics
 
@@ -23,12 +25,33 @@ log = structlog.get_logger(__name__)
 
 REQUEST_ID_KEY = "x-request-id"
 _OWN_PREFIX = "/genai."
-_request_id_var: ContextVar[str | None] = ContextVar("genai_request_id", default=None)
+_call_var: ContextVar[CallContext | None] = ContextVar("genai_call", default=None)
+
+TrailerProvider = Callable[[], Sequence[tuple[str, str | bytes]]]
+"""Returns extra trailing metadata for a response (e.g. a load report for the mesh)."""
 
 
-def current_request_id() -> str:
-    """The id of the RPC being handled (from `x-request-id`, else generated)."""
-    return _request_id_var.get() or uuid.uuid4().hex
+def current_call() -> CallContext:
+    """The CallContext of the RPC being handled (a fresh one outside any RPC)."""
+    return _call_var.get() or CallContext()
+
+
+class _Malformed:
+    """Stands in for a request whose bytes did not parse, so we answer INVALID_ARGUMENT
+    (gRPC itself would answer INTERNAL for a deserializer failure)."""
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # noqa: BLE001 - any parse failure is the caller's bad bytes
+            return _Malformed()
+
+    return parse
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:
@@ -38,40 +61,43 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
-TrailerProvider = Callable[[], Sequence[tuple[str, str | bytes]]]
-"""Returns extra trailing metadata for a response (e.g. a load report for the mesh)."""
-
-
 class _Call:
-    """Book-keeping for one RPC: binds log fields, records the outcome once."""
+    """Book-keeping for one RPC: binds log fields and context, records the outcome once."""
 
-    def __init__(
-        self, service: str, method: str, context: grpc.aio.ServicerContext, trailers: Sequence[TrailerProvider]
-    ) -> None:
+    def __init__(self, owner: ServiceInterceptor, service: str, method: str, context: grpc.aio.ServicerContext) -> None:
         self.service, self.method, self.context = service, method, context
-        self.request_id = _request_id(context)
-        self.token = _request_id_var.set(self.request_id)
         self.started = time.perf_counter()
-        self.bound = structlog.contextvars.bind_contextvars(
-            request_id=self.request_id, service=service, method=method
+        remaining = context.time_remaining()
+        budget = owner.max_request_time_s if remaining is None else min(remaining, owner.max_request_time_s)
+        self.call = CallContext(
+            request_id=_request_id(context),
+            deadline=time.monotonic() + budget,
+            priority=owner.priorities.get(f"{service}/{method}", 0),
         )
-        extra = [item for provider in trailers for item in provider()]
-        context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id), *extra))
+        self.token = _call_var.set(self.call)
+        self.bound = structlog.contextvars.bind_contextvars(
+            request_id=self.call.request_id, service=service, method=method
+        )
+        extra = [item for provider in owner.trailers for item in provider()]
+        context.set_trailing_metadata(((REQUEST_ID_KEY, self.call.request_id), *extra))
 
     async def fail(self, error: Exception) -> None:
         if isinstance(error, ServiceError):
             await abort_with_error(self.context, error, self.service)
         # Anything else is a bug of ours: log it whole, tell the caller nothing internal.
         log.exception("rpc_internal_error")
-        await self.context.abort(grpc.StatusCode.INTERNAL, "internal error; see server logs for request id " + self.request_id)
+        await self.context.abort(
+            grpc.StatusCode.INTERNAL, "internal error; see server logs for request id " + self.call.request_id
+        )
 
-    def finish(self, code: grpc.StatusCode) -> None:
+    def finish(self, error: BaseException | None) -> None:
+        code = _final_code(self.context, error)
         elapsed = time.perf_counter() - self.started
         metrics.REQUESTS.labels(self.service, self.method, code.name).inc()
         metrics.REQUEST_LATENCY.labels(self.service, self.method).observe(elapsed)
         log.info("rpc_finished", code=code.name, duration_ms=round(elapsed * 1000, 1))
         structlog.contextvars.reset_contextvars(**self.bound)
-        _request_id_var.reset(self.token)
+        _call_var.reset(self.token)
 
 
 def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
@@ -83,54 +109,69 @@ def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) 
     return grpc.StatusCode.OK if error is None else grpc.StatusCode.INTERNAL
 
 
-def _wrap_unary(
-    service: str, method: str, behavior: Callable[..., Awaitable[Any]], trailers: Sequence[TrailerProvider]
-) -> Callable[..., Awaitable[Any]]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _Call(service, method, context, trailers)
-        error: BaseException | None = None
-        try:
-            return await behavior(request, context)
-        except BaseException as e:  # noqa: BLE001 - re-raised or turned into a status
-            error = e
-            if isinstance(e, Exception) and not isinstance(e, grpc.aio.AbortError):
-                await call.fail(e)
-            raise
-        finally:
-            call.finish(_final_code(context, error))
-
-    return handler
-
-
-def _wrap_stream(
-    service: str, method: str, behavior: Callable[..., AsyncIterator[Any]], trailers: Sequence[TrailerProvider]
-) -> Callable[..., AsyncIterator[Any]]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(service, method, context, trailers)
-        error: BaseException | None = None
-        try:
-            async for response in behavior(request, context):
-                yield response
-        except BaseException as e:  # noqa: BLE001 - re-raised or turned into a status
-            error = e
-            if isinstance(e, Exception) and not isinstance(e, grpc.aio.AbortError):
-                await call.fail(e)
-            raise
-        finally:
-            call.finish(_final_code(context, error))
-
-    return handler
-
-
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """Wraps the handlers of our own services (health and reflection pass through).
 
     Args:
         trailers: providers of extra trailing metadata added to every response.
+        max_request_time_s: the longest any call may run, whatever its deadline.
+        priorities: vLLM priority per "package.Service/Method"; others get 0.
     """
 
-    def __init__(self, trailers: Sequence[TrailerProvider] = ()) -> None:
+    def __init__(
+        self,
+        trailers: Sequence[TrailerProvider] = (),
+        max_request_time_s: float = 120.0,
+        priorities: Mapping[str, int] | None = None,
+    ) -> None:
         self.trailers = tuple(trailers)
+        self.max_request_time_s = max_request_time_s
+        self.priorities = dict(priorities or {})
+        # Set on SIGTERM: calls that still reach us (on open connections) are refused.
+        self.draining = False
+
+    async def _enter(self, call: _Call, request: Any) -> None:
+        if self.draining:
+            await call.fail(Draining("the server is shutting down; retry on another replica"))
+        if isinstance(request, _Malformed):
+            await call.fail(MalformedRequest(f"the request is not a valid {call.method} request message"))
+
+    def _unary(self, service: str, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = _Call(self, service, method, context)
+            error: BaseException | None = None
+            try:
+                await self._enter(call, request)
+                return await behavior(request, context)
+            except BaseException as e:  # noqa: BLE001 - re-raised or turned into a status
+                error = e
+                if isinstance(e, Exception) and not isinstance(e, grpc.aio.AbortError):
+                    await call.fail(e)
+                raise
+            finally:
+                call.finish(error)
+
+        return handler
+
+    def _stream(
+        self, service: str, method: str, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            call = _Call(self, service, method, context)
+            error: BaseException | None = None
+            try:
+                await self._enter(call, request)
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as e:  # noqa: BLE001 - re-raised or turned into a status
+                error = e
+                if isinstance(e, Exception) and not isinstance(e, grpc.aio.AbortError):
+                    await call.fail(e)
+                raise
+            finally:
+                call.finish(error)
+
+        return handler
 
     async def intercept_service(
         self,
@@ -142,10 +183,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not full.startswith(_OWN_PREFIX):
             return handler
         service, _, method = full[1:].partition("/")
+        parse = _lenient(handler.request_deserializer)
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_wrap_unary(service, method, handler.unary_unary, self.trailers))
+            return handler._replace(
+                unary_unary=self._unary(service, method, handler.unary_unary), request_deserializer=parse
+            )
         if handler.unary_stream is not None:
             return handler._replace(
-                unary_stream=_wrap_stream(service, method, handler.unary_stream, self.trailers)
+                unary_stream=self._stream(service, method, handler.unary_stream), request_deserializer=parse
             )
         return handler

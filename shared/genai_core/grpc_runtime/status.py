@@ -6,12 +6,19 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from google.protobuf import duration_pb2
+
 from genai_core.errors import (
+    DeadlineTooShort,
+    Draining,
     EngineDead,
     EngineNotReady,
     InvalidRequest,
+    MalformedRequest,
     ModelOutputInvalid,
+    Overloaded,
     PromptTooLong,
+    RequestTimedOut,
     ServiceError,
 )
 
@@ -22,8 +29,16 @@ _CODES: dict[type[ServiceError], grpc.StatusCode] = {
     PromptTooLong: grpc.StatusCode.INVALID_ARGUMENT,
     EngineNotReady: grpc.StatusCode.UNAVAILABLE,
     EngineDead: grpc.StatusCode.UNAVAILABLE,
+    MalformedRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineTooShort: grpc.StatusCode.DEADLINE_EXCEEDED,
+    RequestTimedOut: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Draining: grpc.StatusCode.UNAVAILABLE,
     ModelOutputInvalid: grpc.StatusCode.INTERNAL,
 }
+
+# Retry hints for transient refusals: loading and draining pass in seconds.
+_RETRY_AFTER_S: dict[type[ServiceError], float] = {EngineNotReady: 1.0, Draining: 0.1}
 
 
 def status_code_for(error: ServiceError) -> grpc.StatusCode:
@@ -52,6 +67,23 @@ def to_rpc_status(error: ServiceError, domain: str) -> tuple[grpc.StatusCode, st
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
                         for v in error.violations
+                    ]
+                )
+            )
+        )
+    retry_after = error.retry_after_s if isinstance(error, Overloaded) else _RETRY_AFTER_S.get(type(error))
+    if retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(retry_after * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    if isinstance(error, Overloaded):
+        details.append(
+            _pack(
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(
+                            subject=f"replica:{error.limit}", description=error.message
+                        )
                     ]
                 )
             )

@@ -1,0 +1,103 @@
+"""Admission control: a bounded queue in front of the engine.
+
+vLLM queues without limit; past a point that only adds latency and memory. Requests
+admitted here but not yet producing tokens are "waiting"; their number and prompt
+tokens are capped. The drain rate (requests leaving the queue per second) estimates
+how long a newcomer would wait: it sets RetryInfo's delay and rejects calls whose
+deadline would pass before they start.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+
+from genai_core.errors import DeadlineTooShort, Overloaded
+
+_RATE_WINDOW_S = 30.0
+
+
+class Ticket:
+    """One admitted request's place in the queue."""
+
+    def __init__(self, admission: Admission, prompt_tokens: int) -> None:
+        self._admission = admission
+        self.prompt_tokens = prompt_tokens
+        self.admitted_at = admission.clock()
+        self.waiting = True
+
+    def started(self) -> float:
+        """The first output arrived: leave the queue; returns the queue time in seconds."""
+        if self.waiting:
+            self._admission._leave(self, started=True)
+        return self._admission.clock() - self.admitted_at
+
+    def release(self) -> None:
+        """The request ended (or was aborted) without starting; idempotent."""
+        if self.waiting:
+            self._admission._leave(self, started=False)
+
+
+class Admission:
+    def __init__(
+        self,
+        max_waiting_requests: int,
+        max_waiting_prompt_tokens: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_waiting_requests = max_waiting_requests
+        self.max_waiting_prompt_tokens = max_waiting_prompt_tokens
+        self.clock = clock
+        self.waiting = 0
+        self.waiting_tokens = 0
+        self._starts: collections.deque[float] = collections.deque()
+
+    def drain_rate(self) -> float | None:
+        """Requests leaving the queue per second over the last window; None if unknown."""
+        now = self.clock()
+        while self._starts and now - self._starts[0] > _RATE_WINDOW_S:
+            self._starts.popleft()
+        if len(self._starts) < 2:
+            return None
+        span = max(now - self._starts[0], 1e-3)
+        return len(self._starts) / span
+
+    def expected_wait_s(self) -> float:
+        rate = self.drain_rate()
+        return 0.0 if rate is None or self.waiting == 0 else self.waiting / rate
+
+    def retry_after_s(self) -> float:
+        # At least a tenth of a second, at most 30 s: clients back off, not give up.
+        return min(max(self.expected_wait_s(), 0.1), 30.0)
+
+    def admit(self, prompt_tokens: int, deadline: float | None = None) -> Ticket:
+        """Take a place in the queue, or refuse.
+
+        Args:
+            prompt_tokens: the request's prompt length.
+            deadline: when the caller stops waiting, on `clock`'s time line.
+        Raises:
+            Overloaded: the queue is full (requests or prompt tokens).
+            DeadlineTooShort: the deadline passes before the queue would let it start.
+        """
+        if self.waiting + 1 > self.max_waiting_requests:
+            raise Overloaded("waiting_requests", self.waiting, self.max_waiting_requests, self.retry_after_s())
+        if self.waiting and self.waiting_tokens + prompt_tokens > self.max_waiting_prompt_tokens:
+            raise Overloaded(
+                "waiting_prompt_tokens", self.waiting_tokens, self.max_waiting_prompt_tokens, self.retry_after_s()
+            )
+        if deadline is not None:
+            remaining, expected = deadline - self.clock(), self.expected_wait_s()
+            if remaining <= expected or remaining <= 0:
+                raise DeadlineTooShort(max(remaining, 0.0), expected)
+        self.waiting += 1
+        self.waiting_tokens += prompt_tokens
+        return Ticket(self, prompt_tokens)
+
+    def _leave(self, ticket: Ticket, started: bool) -> None:
+        ticket.waiting = False
+        self.waiting -= 1
+        self.waiting_tokens -= ticket.prompt_tokens
+        if started:
+            self._starts.append(self.clock())
