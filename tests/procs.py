@@ -47,6 +47,13 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process (the engine runs in a child)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
     def health(self, service: str = "", timeout: float = 2.0) -> int | None:
         try:
             with grpc.insecure_channel(self.address) as channel:
@@ -77,10 +84,11 @@ class ServerProcess:
 
 
 def start_server(tmp: Path, engine: dict[str, object], *, extra_args: list[str] | None = None,
-                 command: list[str] | None = None) -> ServerProcess:
-    """Write a config for `engine` and start `genai serve` on free ports."""
+                 command: list[str] | None = None, sections: dict[str, object] | None = None) -> ServerProcess:
+    """Write a config for `engine` (+ other `sections`) and start `genai serve` on free ports."""
     port, metrics_port = free_port(), free_port()
     config = {
+        **(sections or {}),
         "engine": engine,
         "server": {"host": "127.0.0.1", "port": port, "shutdown_grace_s": 20},
         "metrics": {"host": "127.0.0.1", "port": metrics_port},

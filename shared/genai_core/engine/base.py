@@ -85,9 +85,11 @@ class Engine(abc.ABC):
             raise ValueError("generate_json needs a request with json_schema")
         result = await self.generate(request, call)
         try:
-            # strict=False: control characters inside strings are scrubbed, not fatal.
-            value: Any = scrub_json(json.loads(result.text, strict=False))
+            # strict=False: control characters inside strings are scrubbed (after
+            # validation, so scrubbing never turns a valid answer into an invalid one).
+            value: Any = json.loads(result.text, strict=False)
             jsonschema.validate(value, request.json_schema)
+            value = scrub_json(value)
         except (json.JSONDecodeError, jsonschema.ValidationError) as e:
             log.warning(
                 "model_output_invalid",

@@ -1,0 +1,1 @@
+"""`genai bench`: load generation and side-by-side benchmarks of our gRPC services."""

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+
+from genai_core.engine.admission import Admission
+from genai_core.errors import DeadlineTooShort, Overloaded
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_queue_full_by_requests() -> None:
+    admission = Admission(max_waiting_requests=2, max_waiting_prompt_tokens=10_000)
+    admission.admit(10)
+    admission.admit(10)
+    with pytest.raises(Overloaded) as info:
+        admission.admit(10)
+    assert info.value.limit == "waiting_requests"
+    assert 0.1 <= info.value.retry_after_s <= 30
+
+
+def test_queue_full_by_prompt_tokens_but_a_lone_big_request_is_admitted() -> None:
+    admission = Admission(max_waiting_requests=10, max_waiting_prompt_tokens=100)
+    admission.admit(500)  # alone in the queue: admitted whatever its size
+    with pytest.raises(Overloaded) as info:
+        admission.admit(1)
+    assert info.value.limit == "waiting_prompt_tokens"
+
+
+def test_started_and_released_tickets_free_their_place_once() -> None:
+    admission = Admission(max_waiting_requests=1, max_waiting_prompt_tokens=100)
+    ticket = admission.admit(40)
+    assert (admission.waiting, admission.waiting_tokens) == (1, 40)
+    ticket.started()
+    ticket.started()
+    ticket.release()
+    assert (admission.waiting, admission.waiting_tokens) == (0, 0)
+    admission.admit(40).release()
+    assert admission.waiting == 0
+
+
+def test_drain_rate_sets_retry_delay_and_rejects_hopeless_deadlines() -> None:
+    clock = Clock()
+    admission = Admission(max_waiting_requests=100, max_waiting_prompt_tokens=10**6, clock=clock)
+    for _ in range(10):  # 10 requests leave the queue over 5 s: 2 per second
+        ticket = admission.admit(1)
+        clock.now += 0.5
+        ticket.started()
+    for _ in range(8):
+        admission.admit(1)
+    assert admission.drain_rate() == pytest.approx(2.0, rel=0.2)
+    assert admission.expected_wait_s() == pytest.approx(4.0, rel=0.2)
+    assert admission.retry_after_s() == pytest.approx(4.0, rel=0.2)
+    with pytest.raises(DeadlineTooShort):
+        admission.admit(1, deadline=clock.now + 1.0)
+    admission.admit(1, deadline=clock.now + 60.0)
+
+
+def test_expired_deadline_rejected_even_on_an_empty_queue() -> None:
+    clock = Clock()
+    admission = Admission(max_waiting_requests=10, max_waiting_prompt_tokens=100, clock=clock)
+    with pytest.raises(DeadlineTooShort):
+        admission.admit(1, deadline=clock.now - 0.01)
+    assert admission.waiting == 0
