@@ -48,7 +48,7 @@ ENGINE = {
     "max_num_seqs": MAX_NUM_SEQS,
     "enforce_eager": True,
     "dtype": "float32",
-    "cpu_kv_cache_space_gib": 0.5,
+    "cpu_kv_cache_space_gib": 1,
 }
 SEARCH = "genai.search.v1.SearchService"
 CLUSTER = "genai-search"

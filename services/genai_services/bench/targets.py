@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genai_core.config import EngineConfig, parse_config
+from genai_core.config import AdmissionConfig, EngineConfig, parse_config
+from genai_core.engine.call import CallContext
 from genai_core.engine.types import GenerationRequest
 from genai_services.bench import http
 from genai_services.bench.workload import WorkItem
@@ -44,6 +45,16 @@ from genai_services.messaging.domain import LengthLimiter
 
 DEFAULT_HF_TOKENS = 64
 """Output length of the Hugging Face baseline when no reference length is known."""
+
+BENCH_ADMISSION: dict[str, Any] = {"max_waiting_requests": 100_000, "max_waiting_prompt_tokens": 1 << 30,
+                                   "max_request_time_s": 3600.0}
+"""Our service's admission limits during benchmarks: never refuse, so every target
+serves the same requests (the other targets have no admission control)."""
+
+
+def priority(item: WorkItem) -> int:
+    """The vLLM priority our service gives this request's method (feed ranking yields)."""
+    return AdmissionConfig().method_priorities.get(item.method.lstrip("/"), 0)
 
 
 @dataclass
@@ -157,7 +168,7 @@ class InProcessEngine:
     def __init__(self, config: EngineConfig, model_path: str) -> None:
         from genai_core.engine.vllm_engine import VllmEngine
 
-        self.engine = VllmEngine(config, model_path)
+        self.engine = VllmEngine(config, model_path, admission=parse_config({"admission": BENCH_ADMISSION}).admission)
         self.startup_s: float | None = None
         self._users = 0
         self._started = False
@@ -177,8 +188,10 @@ class InProcessEngine:
             self._started = False
 
 
-def sampling_params(request: GenerationRequest) -> Any:
-    """The SamplingParams VllmEngine.stream builds for `request` (kept in step with it)."""
+def sampling_params(engine: Any, request: GenerationRequest) -> Any:
+    """The SamplingParams our VllmEngine builds for `request`."""
+    if hasattr(engine, "_sampling_params"):
+        return engine._sampling_params(request)  # noqa: SLF001 - the very same parameters
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
@@ -215,13 +228,13 @@ class RawTarget(Target):
     async def call(self, item: WorkItem) -> Sample:
         llm = self.shared.engine._llm  # noqa: SLF001 - the ceiling is AsyncLLM itself
         ids = self._ids.get(id(item)) or self.shared.engine.render_prompt(item.generation.messages)
-        params = sampling_params(item.generation)
+        params = sampling_params(self.shared.engine, item.generation)
         sample = Sample(item.index, item.feature, time.perf_counter(), prompt_tokens=len(ids))
         visible = _Visible(sample, item.max_length_chars) if item.streaming and item.max_length_chars else None
         try:
             async with contextlib.aclosing(
                 llm.generate({"prompt_token_ids": ids}, params, f"bench-{uuid.uuid4().hex}",
-                             priority=item.generation.priority)
+                             priority=priority(item))
             ) as outputs:
                 async for out in outputs:
                     now = time.perf_counter()
@@ -263,11 +276,11 @@ class EngineTarget(Target):
     async def call(self, item: WorkItem) -> Sample:
         engine = self.shared.engine
         sample = Sample(item.index, item.feature, time.perf_counter())
-        rid = f"bench-{uuid.uuid4().hex}"
+        call = CallContext(request_id=f"bench-{uuid.uuid4().hex}", priority=priority(item))
         try:
             if item.streaming and item.max_length_chars:
                 visible = _Visible(sample, item.max_length_chars)
-                async with contextlib.aclosing(engine.stream(item.generation, rid)) as stream:
+                async with contextlib.aclosing(engine.stream(item.generation, call)) as stream:
                     async for chunk in stream:
                         now = time.perf_counter()
                         if sample.first_token is None:
@@ -280,7 +293,7 @@ class EngineTarget(Target):
                             break
                 visible.finish(time.perf_counter())
             else:
-                result = await engine.generate_json(item.generation, rid)
+                result = await engine.generate_json(item.generation, call)
                 sample.output_tokens = result.output_token_count
                 sample.prompt_tokens = result.prompt_token_count
                 sample.cached_tokens = result.cached_prompt_token_count
@@ -389,6 +402,7 @@ class GrpcTarget(Target):
             config = {
                 "engine": {**self.engine, "model": self.model_path},
                 "server": {"host": "127.0.0.1", "port": port, "shutdown_grace_s": 5},
+                "admission": BENCH_ADMISSION,
                 "metrics": {"host": "127.0.0.1", "port": metrics_port},
                 "logging": {"level": "warning"},
             }
@@ -610,8 +624,8 @@ class OpenAITarget(Target):
             body["stop"] = list(g.stop)
         if g.json_schema is not None:
             body["structured_outputs"] = {"json": g.json_schema}
-        if g.priority:
-            body["priority"] = g.priority
+        if priority(item):
+            body["priority"] = priority(item)
         return body
 
     async def call(self, item: WorkItem) -> Sample:

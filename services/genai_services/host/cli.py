@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="Hugging Face model directory, or 'default' (engine.model)")
     model = sub.add_parser("model", help="manage the embedded default model")
     model.add_argument("action", choices=["prepare"], help="convert the default model into the cache")
+    from genai_services.bench.cli import add_arguments as add_bench_arguments
+
+    add_bench_arguments(sub.add_parser("bench", help="benchmark targets side by side (docs/benchmarks.md)"))
     return parser
 
 
@@ -76,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "bench":
+        from genai_services.bench.cli import run as run_bench
+
+        return run_bench(args, (sys.argv[1:] if argv is None else argv)[1:])
     from genai_core.models import ensure_default_model
 
     print(ensure_default_model(progress=True))

@@ -71,8 +71,10 @@ def engine_args(config: EngineConfig, model_path: str) -> Any:
         # Priority scheduling lets interactive features overtake batch-like ones.
         scheduling_policy="priority",
         # No free whitespace in constrained JSON (an engine-wide switch in vLLM): with it,
-        # a model can pad the JSON with whitespace until it hits the token limit.
-        structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
+        # a model can pad the JSON with whitespace until it hits the token limit. The
+        # guidance backend also keeps raw control characters out of JSON strings, which
+        # xgrammar lets through.
+        structured_outputs_config=StructuredOutputsConfig(backend="guidance", disable_any_whitespace=True),
         disable_log_stats=False,
         enable_log_requests=False,
     )

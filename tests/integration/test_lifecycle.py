@@ -1,0 +1,144 @@
+"""Process lifecycle as an orchestrator drives it: SIGTERM under load, a dying engine.
+
+Each test owns its server process, since each ends it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import TINY_ENGINE
+from genai.messaging.v1 import messaging_service_pb2 as msg_pb
+from genai.messaging.v1 import messaging_service_pb2_grpc as msg_grpc
+from genai.search.v1 import search_service_pb2 as search_pb
+from genai.search.v1 import search_service_pb2_grpc as search_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from procs import ServerProcess, start_server
+
+pytestmark = pytest.mark.engine
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def engine_core_pid(server: ServerProcess) -> int:
+    for pid in descendants(server.process.pid):
+        try:
+            names = Path(f"/proc/{pid}/comm").read_text() + Path(f"/proc/{pid}/cmdline").read_text()
+        except OSError:
+            continue
+        if "EngineCor" in names:
+            return pid
+    raise AssertionError("no vLLM EngineCore process found")
+
+
+def watch_health(server: ServerProcess, seen: list[int], stop: threading.Event) -> threading.Thread:
+    """Record every status the server's Health.Watch stream reports (one connection, kept open)."""
+
+    def run() -> None:
+        with grpc.insecure_channel(server.address) as channel:
+            try:
+                for response in health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=120):
+                    seen.append(response.status)
+                    if stop.is_set():
+                        return
+            except grpc.RpcError:
+                return
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture()
+def own_server(tmp_path: Path, tiny_model: Path):  # type: ignore[no-untyped-def]
+    server = start_server(tmp_path, {"model": str(tiny_model), **TINY_ENGINE, "stall_timeout_s": 30})
+    server.wait_serving(timeout_s=300)
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+
+
+def test_sigterm_under_load_finishes_in_flight_calls(own_server: ServerProcess) -> None:
+    seen: list[int] = []
+    stop = threading.Event()
+    watcher = watch_health(own_server, seen, stop)
+    channel = grpc.insecure_channel(own_server.address)
+    stub = msg_grpc.MessagingServiceStub(channel)
+    request = msg_pb.RewriteDraftRequest(draft="word " * 100, tone=msg_pb.TONE_FRIENDLY, max_length_chars=1500)
+    in_flight = [stub.RewriteDraft.future(request, timeout=120) for _ in range(12)]
+    time.sleep(1.0)  # they are generating
+    assert not any(f.done() for f in in_flight)
+    own_server.process.send_signal(signal.SIGTERM)
+    results = [f.exception() for f in in_flight]
+    code = own_server.process.wait(timeout=60)
+    stop.set()
+    watcher.join(timeout=5)
+    channel.close()
+    assert results == [None] * 12, [r.code() for r in results if r]  # zero failed in-flight calls
+    assert code == 0, own_server.log()[-3000:]
+    assert health_pb2.HealthCheckResponse.NOT_SERVING in seen, seen  # seen before exit
+    assert seen[0] == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_new_calls_refused_while_draining(own_server: ServerProcess) -> None:
+    channel = grpc.insecure_channel(own_server.address)
+    stub = msg_grpc.MessagingServiceStub(channel)
+    long = msg_pb.RewriteDraftRequest(draft="word " * 100, tone=msg_pb.TONE_FRIENDLY, max_length_chars=2000)
+    in_flight = stub.RewriteDraft.future(long, timeout=120)
+    time.sleep(0.5)
+    own_server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    with pytest.raises(grpc.RpcError) as info:
+        search_grpc.SearchServiceStub(channel).UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert in_flight.exception() is None
+    assert own_server.process.wait(timeout=60) == 0
+    channel.close()
+
+
+def test_killed_engine_fails_calls_and_exits_nonzero(own_server: ServerProcess) -> None:
+    channel = grpc.insecure_channel(own_server.address)
+    stub = msg_grpc.MessagingServiceStub(channel)
+    stream = stub.StreamRewriteDraft(
+        msg_pb.StreamRewriteDraftRequest(draft="word " * 100, tone=msg_pb.TONE_CASUAL, max_length_chars=2000), timeout=60
+    )
+    next(stream)
+    killed_at = time.monotonic()
+    os.kill(engine_core_pid(own_server), signal.SIGKILL)
+    with pytest.raises(grpc.RpcError) as info:
+        for _ in stream:
+            pass
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    try:
+        search_grpc.SearchServiceStub(channel).UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"), timeout=10)
+        raise AssertionError("a call succeeded on a dead engine")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.UNAVAILABLE
+    code = own_server.process.wait(timeout=60)
+    channel.close()
+    assert code != 0
+    assert time.monotonic() - killed_at < 60
+    assert '"event": "engine_dead"' in own_server.log() or "engine_dead" in own_server.log()
