@@ -25,7 +25,7 @@ class FakeEngine(Engine):
     async def start(self) -> None:
         self.started = True
 
-    async def stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
+    async def _stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
         self.requests.append(request)
         self.calls.append(call)
         text = self.respond(request)

@@ -214,6 +214,19 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry traces over OTLP/gRPC; off unless enabled."""
+
+    enabled: bool = False
+    otlp_endpoint: str = "http://localhost:4317"
+    service_name: str = "genai-services"
+    sample_ratio: float = 1.0
+
+    def problems(self) -> list[str]:
+        return [p for p in (_check(0 <= self.sample_ratio <= 1, "sample_ratio: must be 0..1"),) if p]
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     json: bool = True
@@ -232,12 +245,13 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def problems(self) -> list[str]:
         return [
             f"{name}.{p}"
-            for name in ("engine", "server", "admission", "metrics", "logging")
+            for name in ("engine", "server", "admission", "metrics", "tracing", "logging")
             for p in getattr(self, name).problems()
         ]
 

@@ -136,6 +136,16 @@ def orca_report_via_grpcurl(server: ServerProcess) -> orca_load_report_pb2.OrcaL
     return orca_load_report_pb2.OrcaLoadReport.FromString(base64.b64decode(raw + "=" * (-len(raw) % 4)))
 
 
+def wait_exit(server: ServerProcess, timeout_s: float) -> int:
+    """Wait for a signalled replica (no second SIGTERM: that one would force it), else kill it."""
+    try:
+        return server.process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+        return -9
+
+
 @dataclass
 class Cluster:
     replicas: list[ServerProcess]
@@ -188,7 +198,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for r in replicas:  # drain all at once: each takes a few seconds
             if r.process.poll() is None:
                 r.process.send_signal(signal.SIGTERM)
-        codes = [r.stop(timeout_s=60) for r in replicas]
+        codes = [wait_exit(r, timeout_s=60) for r in replicas]
         assert codes == [0] * REPLICAS, f"replica exit codes {codes}"
 
 

@@ -24,7 +24,8 @@ from genai_core.engine.base import Engine
 from genai_core.errors import EngineDead
 from genai_core.grpc_runtime.interceptor import ServiceInterceptor
 from genai_core.grpc_runtime.orca import OrcaLoadReporter
-from genai_core.observability.metrics import start_metrics_server
+from genai_core.observability.metrics import register_engine_collectors, start_metrics_server
+from genai_core.observability.tracing import configure_tracing
 from genai_services.common import ServiceDefinition
 from genai_services.feed.servicer import SERVICE as FEED
 from genai_services.messaging.servicer import SERVICE as MESSAGING
@@ -114,7 +115,13 @@ async def _watch_engine(engine: Engine) -> None:
 
 async def serve(config: Config, engine: Engine) -> int:
     """Run until SIGTERM/SIGINT (exit code 0) or an engine failure (exit code 1)."""
+    if config.tracing.enabled:
+        configure_tracing(config.tracing.service_name, config.tracing.otlp_endpoint, config.tracing.sample_ratio)
     if config.metrics.enabled:
+        admission = getattr(engine, "admission", None)
+        register_engine_collectors(
+            engine.stats, (lambda: admission.waiting) if admission else (lambda: 0), engine.model_name
+        )
         metrics_port = start_metrics_server(config.metrics.host, config.metrics.port)
         log.info("metrics_listening", port=metrics_port)
     running = await start_server(config, engine)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +15,7 @@ import structlog
 from genai_core.engine.call import CallContext
 from genai_core.engine.types import EngineStats, GenerationChunk, GenerationRequest, GenerationResult
 from genai_core.errors import ModelOutputInvalid
+from genai_core.observability import metrics
 from genai_core.text import scrub_json
 
 log = structlog.get_logger(__name__)
@@ -21,8 +24,9 @@ log = structlog.get_logger(__name__)
 class Engine(abc.ABC):
     """A text generator with continuous batching behind it.
 
-    Implementations provide `stream`; `generate` and `generate_json` are built on it so
-    every engine (the vLLM one, test doubles) behaves the same at the edges.
+    Implementations provide `_stream`; `stream`, `generate` and `generate_json` are
+    built on it so every engine (the vLLM one, test doubles) behaves and is measured
+    the same way.
     """
 
     model_name: str
@@ -32,7 +36,10 @@ class Engine(abc.ABC):
         """Load the model and warm up; returns once requests can be served."""
 
     @abc.abstractmethod
-    def stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
+    def _stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
+        """The engine's own generation; see `stream`."""
+
+    async def stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
         """Yield the generation piece by piece; the last chunk has `finish_reason` set.
 
         Closing the iterator early or cancelling its consumer (the caller went away)
@@ -44,6 +51,33 @@ class Engine(abc.ABC):
             RequestTimedOut: `call.deadline` passed while generating (request aborted).
             EngineNotReady / EngineDead: the engine cannot serve.
         """
+        labels = (call.service, call.method)
+        started = last = time.monotonic()
+        tokens = 0
+        try:
+            async with contextlib.aclosing(self._stream(request, call)) as chunks:
+                async for chunk in chunks:
+                    now = time.monotonic()
+                    new = chunk.output_token_count - tokens
+                    if new > 0:
+                        if tokens == 0:
+                            call.stats.ttft_s = now - started
+                            metrics.TTFT.labels(*labels).observe(now - started)
+                            # Tokens that came with the first: no time between them.
+                            gaps = [0.0] * (new - 1)
+                        else:
+                            gaps = [(now - last) / new] * new
+                        for gap in gaps:
+                            metrics.ITL.labels(*labels).observe(gap)
+                        tokens, last = chunk.output_token_count, now
+                    call.stats.prompt_tokens = chunk.prompt_token_count
+                    call.stats.cached_prompt_tokens = chunk.cached_prompt_token_count
+                    yield chunk
+        finally:
+            call.stats.output_tokens = tokens
+            metrics.PROMPT_TOKENS.labels(*labels).inc(call.stats.prompt_tokens)
+            metrics.CACHED_PROMPT_TOKENS.labels(*labels).inc(call.stats.cached_prompt_tokens)
+            metrics.OUTPUT_TOKENS.labels(*labels).inc(tokens)
 
     @abc.abstractmethod
     def stats(self) -> EngineStats:

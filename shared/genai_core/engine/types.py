@@ -64,3 +64,5 @@ class EngineStats:
     kv_cache_usage: float = 0.0  # fraction of KV-cache blocks in use, 0..1
     prefix_cache_queries_tokens: int = 0
     prefix_cache_hits_tokens: int = 0
+    spec_draft_tokens: int = 0
+    spec_accepted_tokens: int = 0

@@ -22,6 +22,7 @@ from genai_core.engine.base import Engine
 from genai_core.engine.call import CallContext
 from genai_core.engine.types import ChatMessage, EngineStats, GenerationChunk, GenerationRequest
 from genai_core.errors import EngineDead, EngineNotReady, PromptTooLong, RequestTimedOut
+from genai_core.observability import metrics
 from genai_core.text import scrub
 
 log = structlog.get_logger(__name__)
@@ -137,7 +138,7 @@ class VllmEngine(Engine):
 
     async def _warm_up(self) -> None:
         request = GenerationRequest(messages=(ChatMessage("user", "Hello"),), max_output_tokens=2)
-        async for _ in self.stream(request, CallContext(request_id="warmup")):
+        async for _ in self._stream(request, CallContext(request_id="warmup")):
             pass
 
     def _stat_logger_factory(self) -> Any:
@@ -149,8 +150,7 @@ class VllmEngine(Engine):
             """Keeps the scheduler's latest numbers for admission, health and metrics."""
 
             def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
-                self.hits = 0
-                self.queries = 0
+                self.hits = self.queries = self.drafts = self.accepted = 0
 
             def record(self, scheduler_stats: Any, iteration_stats: Any, *args: Any, **kwargs: Any) -> None:
                 if scheduler_stats is None:
@@ -159,12 +159,18 @@ class VllmEngine(Engine):
                 if prefix is not None:
                     self.hits += getattr(prefix, "hits", 0)
                     self.queries += getattr(prefix, "queries", 0)
+                spec = getattr(scheduler_stats, "spec_decoding_stats", None)
+                if spec is not None:
+                    self.drafts += getattr(spec, "num_draft_tokens", 0)
+                    self.accepted += getattr(spec, "num_accepted_tokens", 0)
                 engine._stats = EngineStats(
                     waiting_requests=scheduler_stats.num_waiting_reqs,
                     running_requests=scheduler_stats.num_running_reqs,
                     kv_cache_usage=float(scheduler_stats.kv_cache_usage),
                     prefix_cache_queries_tokens=self.queries,
                     prefix_cache_hits_tokens=self.hits,
+                    spec_draft_tokens=self.drafts,
+                    spec_accepted_tokens=self.accepted,
                 )
 
             def log_engine_initialized(self) -> None:
@@ -204,7 +210,7 @@ class VllmEngine(Engine):
             ),
         )
 
-    async def stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
+    async def _stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         self._ensure_serving()
@@ -238,7 +244,9 @@ class VllmEngine(Engine):
                     except TimeoutError:
                         raise RequestTimedOut("the call's deadline passed; generation was aborted") from None
                     self._last_progress = time.monotonic()
-                    ticket.started()
+                    if ticket.waiting:
+                        ticket.started()
+                        self._record_queue_time(out, call)
                     completion = out.outputs[0]
                     output_tokens += len(completion.token_ids)
                     text = scrub(completion.text)
@@ -267,6 +275,15 @@ class VllmEngine(Engine):
 
     def stats(self) -> EngineStats:
         return self._stats
+
+    @staticmethod
+    def _record_queue_time(out: Any, call: CallContext) -> None:
+        """The scheduler's own queue time (engine-core timestamps), when it reports them."""
+        m = getattr(out, "metrics", None)
+        queued, scheduled = getattr(m, "queued_ts", 0.0), getattr(m, "scheduled_ts", 0.0)
+        if queued and scheduled >= queued:
+            call.stats.queue_s = scheduled - queued
+            metrics.QUEUE_TIME.labels(call.service, call.method).observe(scheduled - queued)
 
     async def check_health(self) -> None:
         if self._dead is not None:

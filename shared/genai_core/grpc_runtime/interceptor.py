@@ -7,6 +7,7 @@ method reports failures the same way. It also derives each call's CallContext
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -19,7 +20,7 @@ import structlog
 from genai_core.engine.call import CallContext
 from genai_core.errors import Draining, MalformedRequest, ServiceError
 from genai_core.grpc_runtime.status import abort_with_error
-from genai_core.observability import metrics
+from genai_core.observability import metrics, tracing
 
 log = structlog.get_logger(__name__)
 
@@ -73,11 +74,16 @@ class _Call:
             request_id=_request_id(context),
             deadline=time.monotonic() + budget,
             priority=owner.priorities.get(f"{service}/{method}", 0),
+            service=service,
+            method=method,
         )
         self.token = _call_var.set(self.call)
-        self.bound = structlog.contextvars.bind_contextvars(
-            request_id=self.call.request_id, service=service, method=method
-        )
+        self.scope = contextlib.ExitStack()
+        self.span = self.scope.enter_context(tracing.rpc_span(service, method, context.invocation_metadata()))
+        fields = {"request_id": self.call.request_id, "service": service, "method": method}
+        if self.span is not None:
+            fields["trace_id"] = tracing.trace_id(self.span)
+        self.bound = structlog.contextvars.bind_contextvars(**fields)
         extra = [item for provider in owner.trailers for item in provider()]
         context.set_trailing_metadata(((REQUEST_ID_KEY, self.call.request_id), *extra))
 
@@ -95,7 +101,24 @@ class _Call:
         elapsed = time.perf_counter() - self.started
         metrics.REQUESTS.labels(self.service, self.method, code.name).inc()
         metrics.REQUEST_LATENCY.labels(self.service, self.method).observe(elapsed)
-        log.info("rpc_finished", code=code.name, duration_ms=round(elapsed * 1000, 1))
+        stats = self.call.stats
+        ms = lambda s: None if s is None else round(s * 1000, 1)  # noqa: E731
+        if self.span is not None:
+            self.span.set_attributes(
+                {"rpc.grpc.status_code": code.value[0], "genai.prompt_tokens": stats.prompt_tokens,
+                 "genai.output_tokens": stats.output_tokens}
+            )
+        log.info(
+            "rpc_finished",
+            code=code.name,
+            duration_ms=ms(elapsed),
+            ttft_ms=ms(stats.ttft_s),
+            queue_ms=ms(stats.queue_s),
+            prompt_tokens=stats.prompt_tokens,
+            cached_prompt_tokens=stats.cached_prompt_tokens,
+            output_tokens=stats.output_tokens,
+        )
+        self.scope.close()
         structlog.contextvars.reset_contextvars(**self.bound)
         _call_var.reset(self.token)
 

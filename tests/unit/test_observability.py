@@ -1,0 +1,137 @@
+"""Metrics, logs and traces move as they should for known traffic (engine double)."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+from doubles import FakeEngine
+from genai.messaging.v1 import messaging_service_pb2 as msg_pb
+from genai.messaging.v1 import messaging_service_pb2_grpc as msg_grpc
+from genai.search.v1 import search_service_pb2 as search_pb
+from genai.search.v1 import search_service_pb2_grpc as search_grpc
+from prometheus_client import REGISTRY, CollectorRegistry
+from servers import in_process_server
+
+from genai_core.engine.types import EngineStats
+from genai_core.observability import tracing
+from genai_core.observability.metrics import EngineCollector, GpuCollector
+
+MSG = "genai.messaging.v1.MessagingService"
+SEARCH = "genai.search.v1.SearchService"
+TEN_WORDS = "one two three four five six seven eight nine ten"
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_streamed_call_records_one_ttft_and_n_minus_1_gaps() -> None:
+    labels = {"service": MSG, "method": "StreamRewriteDraft"}
+    before = {n: value(n, **labels) for n in (
+        "genai_time_to_first_token_seconds_count", "genai_inter_token_latency_seconds_count",
+        "genai_output_tokens_total", "genai_requests_total")}
+    fake = FakeEngine(lambda r: TEN_WORDS, delay_s=0.01)  # ten 1-token chunks
+    with in_process_server(fake) as (channel, _):
+        parts = list(msg_grpc.MessagingServiceStub(channel).StreamRewriteDraft(
+            msg_pb.StreamRewriteDraftRequest(draft="x", tone=msg_pb.TONE_CASUAL, max_length_chars=500)))
+    assert "".join(p.text_delta for p in parts) == TEN_WORDS
+    assert value("genai_time_to_first_token_seconds_count", **labels) - before["genai_time_to_first_token_seconds_count"] == 1
+    assert value("genai_inter_token_latency_seconds_count", **labels) - before["genai_inter_token_latency_seconds_count"] == 9
+    assert value("genai_output_tokens_total", **labels) - before["genai_output_tokens_total"] == 10
+    assert value("genai_requests_total", **labels, code="OK") - before["genai_requests_total"] == 1
+    # The gaps are the double's 10 ms delays, not zeros or totals.
+    assert value("genai_inter_token_latency_seconds_bucket", **labels, le="0.005") < value(
+        "genai_inter_token_latency_seconds_count", **labels)
+
+
+def test_requests_counted_by_status_and_latency_observed() -> None:
+    labels = {"service": SEARCH, "method": "UnderstandQuery"}
+    ok0 = value("genai_requests_total", **labels, code="OK")
+    bad0 = value("genai_requests_total", **labels, code="INVALID_ARGUMENT")
+    lat0 = value("genai_request_duration_seconds_count", **labels)
+    answer = json.dumps({"intent": "jobs", "entities": [], "corrected_query": "", "expanded_queries": ["a b", "c d", "e f"]})
+    with in_process_server(FakeEngine(lambda r: answer)) as (channel, _):
+        stub = search_grpc.SearchServiceStub(channel)
+        for _ in range(3):
+            stub.UnderstandQuery(search_pb.UnderstandQueryRequest(query="data jobs"))
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError):
+                stub.UnderstandQuery(search_pb.UnderstandQueryRequest(query=""))
+    assert value("genai_requests_total", **labels, code="OK") - ok0 == 3
+    assert value("genai_requests_total", **labels, code="INVALID_ARGUMENT") - bad0 == 2
+    assert value("genai_request_duration_seconds_count", **labels) - lat0 == 5
+
+
+def test_engine_collector_reports_queue_depth_and_cache_use() -> None:
+    registry = CollectorRegistry()
+    stats = EngineStats(waiting_requests=7, running_requests=3, kv_cache_usage=0.25,
+                        prefix_cache_queries_tokens=200, prefix_cache_hits_tokens=150,
+                        spec_draft_tokens=10, spec_accepted_tokens=4)
+    registry.register(EngineCollector(lambda: stats, lambda: 5, "m"))
+    get = lambda n: registry.get_sample_value(n, {"model": "m"})  # noqa: E731
+    assert get("genai_engine_waiting_requests") == 7
+    assert get("genai_engine_running_requests") == 3
+    assert get("genai_admission_waiting_requests") == 5
+    assert get("genai_kv_cache_usage_ratio") == 0.25
+    assert get("genai_prefix_cache_hit_ratio") == 0.75
+    assert get("genai_spec_decode_acceptance_ratio") == 0.4
+
+
+def test_gpu_collector_is_silent_without_a_gpu() -> None:
+    registry = CollectorRegistry()
+    registry.register(GpuCollector())
+    names = {m.name for m in registry.collect()}
+    assert not any(n.startswith("genai_gpu") for n in names)
+
+
+def test_traces_join_the_callers_trace() -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    tracing.configure_tracing("test", None, 1.0, exporter=exporter)
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    answer = json.dumps({"intent": "jobs", "entities": [], "corrected_query": "", "expanded_queries": ["a b", "c d", "e f"]})
+    try:
+        with in_process_server(FakeEngine(lambda r: answer)) as (channel, _):
+            search_grpc.SearchServiceStub(channel).UnderstandQuery(
+                search_pb.UnderstandQueryRequest(query="sre"),
+                metadata=(("traceparent", f"00-{caller_trace}-00f067aa0ba902b7-01"),),
+            )
+    finally:
+        tracing.disable_tracing()
+    (span,) = exporter.get_finished_spans()
+    assert span.name == f"{SEARCH}/UnderstandQuery"
+    assert format(span.context.trace_id, "032x") == caller_trace
+    assert span.parent is not None and format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
+    assert span.attributes["rpc.grpc.status_code"] == 0
+    assert span.attributes["genai.output_tokens"] > 0
+
+
+def test_one_log_line_per_request_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    import structlog
+
+    from genai_core.observability.logging import configure_logging
+
+    handlers = logging.getLogger().handlers[:]
+    configure_logging("info", json=True)
+    try:
+        with in_process_server(FakeEngine(lambda r: TEN_WORDS)) as (channel, _):
+            msg_grpc.MessagingServiceStub(channel).RewriteDraft(
+                msg_pb.RewriteDraftRequest(draft="x", tone=msg_pb.TONE_CASUAL, max_length_chars=500),
+                metadata=(("x-request-id", "abc-1"),),
+            )
+    finally:
+        # The JSON logger holds capsys's stream: put the defaults back for later tests.
+        structlog.reset_defaults()
+        logging.getLogger().handlers[:] = handlers
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    (finished,) = [line for line in lines if line["event"] == "rpc_finished"]
+    assert finished["request_id"] == "abc-1"
+    assert finished["method"] == "RewriteDraft" and finished["code"] == "OK"
+    assert finished["output_tokens"] == 10 and finished["prompt_tokens"] > 0
+    assert finished["ttft_ms"] is not None and finished["duration_ms"] >= finished["ttft_ms"]
+    assert "x" not in {finished.get("prompt"), finished.get("output")}  # no text logged by default
