@@ -109,7 +109,8 @@ def test_traces_join_the_callers_trace() -> None:
     assert span.attributes["genai.output_tokens"] > 0
 
 
-def test_one_log_line_per_request_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_log_line_per_request_with_usage() -> None:
+    import io
     import logging
 
     import structlog
@@ -117,7 +118,8 @@ def test_one_log_line_per_request_with_usage(capsys: pytest.CaptureFixture[str])
     from genai_core.observability.logging import configure_logging
 
     handlers = logging.getLogger().handlers[:]
-    configure_logging("info", json=True)
+    out = io.StringIO()
+    configure_logging("info", json=True, stream=out)
     try:
         with in_process_server(FakeEngine(lambda r: TEN_WORDS)) as (channel, _):
             msg_grpc.MessagingServiceStub(channel).RewriteDraft(
@@ -125,10 +127,9 @@ def test_one_log_line_per_request_with_usage(capsys: pytest.CaptureFixture[str])
                 metadata=(("x-request-id", "abc-1"),),
             )
     finally:
-        # The JSON logger holds capsys's stream: put the defaults back for later tests.
         structlog.reset_defaults()
         logging.getLogger().handlers[:] = handlers
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
     (finished,) = [line for line in lines if line["event"] == "rpc_finished"]
     assert finished["request_id"] == "abc-1"
     assert finished["method"] == "RewriteDraft" and finished["code"] == "OK"
