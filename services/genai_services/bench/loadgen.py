@@ -183,4 +183,13 @@ def summarize(run: RunResult) -> dict[str, Any]:
             "latency_per_token_s": _dist([s.e2e / s.output_tokens for s in chosen if s.output_tokens]),
         }
     summary["per_feature"] = per_feature
+    # Compact per-request rows, for checking that targets produced the same outputs.
+    summary["samples"] = {
+        "columns": ["index", "feature", "ok", "e2e_s", "ttft_s", "output_tokens", "prompt_tokens", "cached_tokens"],
+        "rows": [
+            [s.index, s.feature, s.ok, round(s.e2e, 4), None if s.ttft is None else round(s.ttft, 4),
+             s.output_tokens, s.prompt_tokens, s.cached_tokens]
+            for s in sorted(samples, key=lambda s: s.index)
+        ],
+    }
     return summary

@@ -506,11 +506,9 @@ def openai_server_args(config: EngineConfig, model_path: str) -> list[str]:
         "--kv-cache-dtype", str(a.kv_cache_dtype), "--scheduling-policy", str(a.scheduling_policy),
         "--enable-prefix-caching" if a.enable_prefix_caching else "--no-enable-prefix-caching",
         # Same structured-output backend and whitespace rule as our engine.
-        "--structured-outputs-config",
-        json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+        "--structured-outputs-config", json.dumps(_structured_outputs(a.structured_outputs_config)),
         # Sampling defaults from the model's generation_config would differ from ours.
         "--generation-config", "vllm",
-        "--disable-uvicorn-access-log",
     ]
     if a.enforce_eager:
         flags.append("--enforce-eager")
@@ -521,6 +519,17 @@ def openai_server_args(config: EngineConfig, model_path: str) -> list[str]:
     if a.speculative_config:
         flags += ["--speculative-config", json.dumps(a.speculative_config)]
     return flags
+
+
+OPTIONAL_SERVER_FLAGS = ["--disable-uvicorn-access-log", "--enable-prompt-tokens-details"]
+"""Flags that only change what the server reports; dropped if a vLLM version lacks them."""
+
+
+def _structured_outputs(config: Any) -> dict[str, Any]:
+    if config is None:
+        return {}
+    keys = ("backend", "disable_any_whitespace", "disable_fallback", "disable_additional_properties")
+    return {k: getattr(config, k) for k in keys if hasattr(config, k)}
 
 
 def load_tokenizer(path: str) -> Any:
@@ -568,18 +577,26 @@ class OpenAITarget(Target):
     async def start(self) -> None:
         t0 = time.perf_counter()
         self.tokenizer = await asyncio.to_thread(load_tokenizer, self.model_path)
+        optional = list(OPTIONAL_SERVER_FLAGS)
         if self.base_url is None:
             self.workdir.mkdir(parents=True, exist_ok=True)
             config = engine_config(self.engine, self.model_path)
             port = free_port()
-            self.command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-                            *openai_server_args(config, self.model_path), "--host", "127.0.0.1", "--port", str(port)]
+            base = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+                    *openai_server_args(config, self.model_path), "--host", "127.0.0.1", "--port", str(port)]
+            self.command = base + optional
             env = server_env(self.workdir)
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{config.cpu_kv_cache_space_gib:g}")
             self.proc = _Process(self.command, self.workdir / "openai-server.log", env)
             self.base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + self.start_timeout_s
         while True:
+            if self.proc is not None and self.proc.process.poll() is not None and optional \
+                    and "unrecognized arguments" in self.proc.log_tail():
+                # An older vLLM: start again without the reporting-only flags.
+                optional = []
+                self.command = base
+                self.proc = _Process(self.command, self.workdir / "openai-server.log", env)
             if self.proc is not None:
                 self.proc.check_alive()
             try:

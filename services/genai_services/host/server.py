@@ -24,6 +24,7 @@ from genai_core.engine.base import Engine
 from genai_core.errors import EngineDead
 from genai_core.grpc_runtime.interceptor import ServiceInterceptor
 from genai_core.grpc_runtime.orca import OrcaLoadReporter
+from genai_core.observability import metrics
 from genai_core.observability.metrics import register_engine_collectors, start_metrics_server
 from genai_core.observability.tracing import configure_tracing
 from genai_services.common import ServiceDefinition
@@ -51,6 +52,7 @@ class RunningServer:
         )
         for name in ("", *self.service_names):
             await self.health.set(name, status)
+        metrics.SERVING.set(1 if serving else 0)
 
 
 def _credentials(config: Config) -> grpc.ServerCredentials | None:

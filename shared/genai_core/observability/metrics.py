@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import prometheus_client
 import structlog
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, REGISTRY
 from prometheus_client.registry import Collector
 
@@ -54,6 +54,10 @@ QUEUE_TIME = Histogram(
 )
 PROMPT_TOKENS = Counter("genai_prompt_tokens", "Prompt tokens processed.", LABELS)
 OUTPUT_TOKENS = Counter("genai_output_tokens", "Output tokens generated.", LABELS)
+SERVING = Gauge(
+    "genai_serving",
+    "1 while this process reports SERVING on grpc.health.v1 (model loaded, not draining), else 0.",
+)
 CACHED_PROMPT_TOKENS = Counter("genai_cached_prompt_tokens", "Prompt tokens served from the prefix cache.", LABELS)
 
 
