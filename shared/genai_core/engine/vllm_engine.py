@@ -40,6 +40,19 @@ def _on_cpu() -> bool:
     return bool(current_platform.is_cpu())
 
 
+def cpu_rank_binding(cores: list[int], ranks: int) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for `ranks` tensor-parallel ranks: the cores split evenly.
+
+    Raises:
+        ValueError: fewer cores than ranks.
+    """
+    per = len(cores) // ranks
+    if per == 0:
+        raise ValueError(f"tensor_parallel_size={ranks} needs at least {ranks} CPU cores, this process has {len(cores)}")
+    groups = [cores[i * per : (i + 1) * per] for i in range(ranks)]
+    return "|".join(",".join(map(str, g)) for g in groups)
+
+
 def engine_args(config: EngineConfig, model_path: str) -> Any:
     """Translate our config into vLLM's AsyncEngineArgs (the only place that knows them)."""
     from vllm.config import StructuredOutputsConfig
@@ -117,6 +130,14 @@ class VllmEngine(Engine):
         # vLLM's CPU backend sizes its KV cache from this variable; it must be set
         # before the engine process starts (spawned processes inherit it).
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.config.cpu_kv_cache_space_gib:g}")
+        if self.config.tensor_parallel_size > 1 and _on_cpu():
+            # The CPU backend runs one OpenMP group per rank and, by default, keeps a
+            # core for itself; with TP>1 it needs an explicit split of the cores.
+            cores = sorted(os.sched_getaffinity(0))
+            os.environ.setdefault(
+                "VLLM_CPU_OMP_THREADS_BIND", cpu_rank_binding(cores, self.config.tensor_parallel_size)
+            )
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         started = time.perf_counter()
         from vllm.v1.engine.async_llm import AsyncLLM
         from transformers import AutoTokenizer

@@ -1,0 +1,33 @@
+"""Our config → vLLM's engine arguments (no engine started)."""
+
+from __future__ import annotations
+
+import pytest
+
+from genai_core.config import parse_config
+from genai_core.engine.vllm_engine import cpu_rank_binding, engine_args
+
+
+def test_engine_args_carry_every_setting() -> None:
+    config = parse_config({"engine": {
+        "model": "/m", "tensor_parallel_size": 2, "max_num_batched_tokens": 4096, "gpu_memory_utilization": 0.8,
+        "quantization": "fp8", "kv_cache_dtype": "fp8", "dtype": "bfloat16", "max_model_len": 2048,
+        "enable_prefix_caching": False, "enforce_eager": True, "served_model_name": "prod-model",
+        "speculative": {"method": "ngram", "num_speculative_tokens": 3},
+    }})
+    args = engine_args(config.engine, "/m")
+    assert (args.model, args.tensor_parallel_size, args.max_num_batched_tokens) == ("/m", 2, 4096)
+    assert (args.quantization, args.kv_cache_dtype, args.dtype) == ("fp8", "fp8", "bfloat16")
+    assert args.gpu_memory_utilization == 0.8 and args.max_model_len == 2048
+    assert args.enable_prefix_caching is False and args.enforce_eager is True
+    assert args.served_model_name == "prod-model"
+    assert args.speculative_config["method"] == "ngram" and args.speculative_config["num_speculative_tokens"] == 3
+    assert args.scheduling_policy == "priority"
+    assert args.structured_outputs_config.disable_any_whitespace is True
+
+
+def test_cpu_rank_binding_splits_cores_evenly() -> None:
+    assert cpu_rank_binding([0, 1], 2) == "0|1"
+    assert cpu_rank_binding([0, 1, 2, 3, 4], 2) == "0,1|2,3"
+    with pytest.raises(ValueError, match="at least 4 CPU cores"):
+        cpu_rank_binding([0, 1], 4)
