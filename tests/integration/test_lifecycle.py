@@ -142,3 +142,31 @@ def test_killed_engine_fails_calls_and_exits_nonzero(own_server: ServerProcess) 
     assert code != 0
     assert time.monotonic() - killed_at < 60
     assert '"event": "engine_dead"' in own_server.log() or "engine_dead" in own_server.log()
+
+
+def test_second_sigterm_aborts_remaining_calls(own_server: ServerProcess) -> None:
+    channel = grpc.insecure_channel(own_server.address)
+    stub = msg_grpc.MessagingServiceStub(channel)
+    request = msg_pb.StreamRewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_CASUAL, max_length_chars=2000)
+    streams = [stub.StreamRewriteDraft(request, timeout=120) for _ in range(16)]
+    for s in streams:
+        next(s)
+    own_server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    signalled = time.monotonic()
+    own_server.process.send_signal(signal.SIGTERM)
+    code = own_server.process.wait(timeout=60)
+    # Well inside the 20 s grace period: the second signal cut it short.
+    assert time.monotonic() - signalled < 15
+    assert code == 0, own_server.log()[-3000:]
+    assert "shutdown_forced" in own_server.log()
+    ended_with_error = 0
+    for s in streams:
+        try:
+            for _ in s:
+                pass
+        except grpc.RpcError as e:
+            assert e.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE), e
+            ended_with_error += 1
+    assert ended_with_error > 0
+    channel.close()
