@@ -159,20 +159,25 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if isinstance(request, _Malformed):
             await call.fail(MalformedRequest(f"the request is not a valid {call.method} request message"))
 
+    @contextlib.asynccontextmanager
+    async def _handling(self, call: _Call, request: Any) -> AsyncIterator[None]:
+        """Refuse what must be refused, turn errors into statuses, record the outcome."""
+        error: BaseException | None = None
+        try:
+            await self._enter(call, request)
+            yield
+        except BaseException as e:  # noqa: BLE001 - re-raised or turned into a status
+            error = e
+            if isinstance(e, Exception) and not isinstance(e, grpc.aio.AbortError):
+                await call.fail(e)
+            raise
+        finally:
+            call.finish(error)
+
     def _unary(self, service: str, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = _Call(self, service, method, context)
-            error: BaseException | None = None
-            try:
-                await self._enter(call, request)
+            async with self._handling(_Call(self, service, method, context), request):
                 return await behavior(request, context)
-            except BaseException as e:  # noqa: BLE001 - re-raised or turned into a status
-                error = e
-                if isinstance(e, Exception) and not isinstance(e, grpc.aio.AbortError):
-                    await call.fail(e)
-                raise
-            finally:
-                call.finish(error)
 
         return handler
 
@@ -180,19 +185,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         self, service: str, method: str, behavior: Callable[..., AsyncIterator[Any]]
     ) -> Callable[..., AsyncIterator[Any]]:
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            call = _Call(self, service, method, context)
-            error: BaseException | None = None
-            try:
-                await self._enter(call, request)
+            async with self._handling(_Call(self, service, method, context), request):
                 async for response in behavior(request, context):
                     yield response
-            except BaseException as e:  # noqa: BLE001 - re-raised or turned into a status
-                error = e
-                if isinstance(e, Exception) and not isinstance(e, grpc.aio.AbortError):
-                    await call.fail(e)
-                raise
-            finally:
-                call.finish(error)
 
         return handler
 
