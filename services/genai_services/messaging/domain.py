@@ -35,13 +35,11 @@ class RewriteDraftInput:
     max_length_chars: int
 
 
-_SPACE = re.compile(r"\s")
+_LAST_SPACE = re.compile(r"\s(?=\S*$)")
 
 
 def _last_space(text: str) -> int:
-    found = None
-    for found in _SPACE.finditer(text):
-        pass
+    found = _LAST_SPACE.search(text)
     return found.start() if found else -1
 
 
