@@ -35,7 +35,7 @@ class RewriteDraftInput:
     max_length_chars: int
 
 
-_LAST_SPACE = re.compile(r"\s(?=\S*$)")
+_LAST_SPACE = re.compile(r"\s(?=\S*\Z)")
 
 
 def _last_space(text: str) -> int:
