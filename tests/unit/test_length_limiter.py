@@ -253,3 +253,12 @@ def test_bug_streamed_output_never_ends_with_whitespace(text, limit):
     assert streamed == streamed.rstrip(), repr(streamed)
     one_delta, _ = run([text], limit)
     assert streamed == one_delta
+
+
+def test_last_space_is_found_at_the_true_end() -> None:
+    from genai_services.messaging.domain import _last_space
+
+    # `$` would also match before a final newline and find the earlier space.
+    assert _last_space("a b\n") == 3
+    assert _last_space("a\tb") == 1
+    assert _last_space("word") == -1
