@@ -81,7 +81,7 @@ class EngineConfig:
     seed: int = 0
     # vLLM's CPU backend sizes its KV cache from VLLM_CPU_KVCACHE_SPACE, not from
     # gpu_memory_utilization; left unset it takes far more memory than a small pod has.
-    cpu_kv_cache_space_gib: float = 4.0
+    cpu_kv_cache_space_gib: int = 4  # whole GiB: vLLM reads the variable as an integer
     # With requests in flight and no output for this long, the engine counts as dead
     # and the process exits so the orchestrator restarts it.
     stall_timeout_s: float = 120.0
@@ -96,7 +96,7 @@ class EngineConfig:
             _check(
                 0.05 <= self.gpu_memory_utilization <= 1.0, "gpu_memory_utilization: must be in [0.05, 1.0]"
             ),
-            _check(self.cpu_kv_cache_space_gib > 0, "cpu_kv_cache_space_gib: must be > 0"),
+            _check(self.cpu_kv_cache_space_gib >= 1, "cpu_kv_cache_space_gib: must be >= 1"),
             _check(self.stall_timeout_s >= 1, "stall_timeout_s: must be >= 1"),
         ]
         if self.max_num_batched_tokens is not None:

@@ -68,7 +68,13 @@ def render_for_loopback(
             endpoints = upstreams.get(name, [])
         cluster["load_assignment"] = {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket("127.0.0.1", p)}} for p in endpoints]}],
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _socket("127.0.0.1", p)}} for p in endpoints
+                    ]
+                }
+            ],
         }
     return config
 
@@ -85,14 +91,18 @@ def changed_paths(a: Any, b: Any, path: str = "") -> set[str]:
                 out |= changed_paths(a[key], b[key], sub)
         return out
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return set().union(*(changed_paths(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b))))
+        return set().union(
+            *(changed_paths(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b)))
+        )
     return set() if a == b else {path}
 
 
 def envoy_validate(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [ENVOY, "--mode", "validate", "--disable-hot-restart", "-c", str(path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -123,11 +133,13 @@ class EnvoyProcess:
                 continue
             for host in status.get("host_statuses", []):
                 port = int(host["address"]["socket_address"]["port_value"])
-                stats = {s["name"]: int(s.get("value", 0)) for s in host.get("stats", []) if "name" in s}
+                stats = {
+                    s["name"]: int(s.get("value", 0)) for s in host.get("stats", []) if "name" in s
+                }
                 health = host.get("health_status", {})
-                stats["healthy"] = health.get("eds_health_status", "HEALTHY") == "HEALTHY" and not any(
-                    v for k, v in health.items() if k != "eds_health_status"
-                )
+                stats["healthy"] = health.get(
+                    "eds_health_status", "HEALTHY"
+                ) == "HEALTHY" and not any(v for k, v in health.items() if k != "eds_health_status")
                 stats["weight"] = int(host.get("weight", 0))
                 out[port] = stats
         return out
@@ -144,7 +156,9 @@ class EnvoyProcess:
         last: dict[int, dict[str, Any]] = {}
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"envoy exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+                raise RuntimeError(
+                    f"envoy exited with {self.process.returncode}:\n{self.log()[-4000:]}"
+                )
             try:
                 last = self.hosts(cluster)
             except OSError:
@@ -164,12 +178,23 @@ class EnvoyProcess:
             return self.process.wait()
 
 
-def start_envoy(tmp: Path, config: dict[str, Any], *, grpc_port: int, admin_port: int) -> EnvoyProcess:
+def start_envoy(
+    tmp: Path, config: dict[str, Any], *, grpc_port: int, admin_port: int
+) -> EnvoyProcess:
     config_path = tmp / "envoy.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = tmp / "envoy.log"
     process = subprocess.Popen(
-        [ENVOY, "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart", "-l", "warning"],
+        [
+            ENVOY,
+            "-c",
+            str(config_path),
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+        ],
         stdout=log_path.open("wb"),  # the access log (JSON lines) and Envoy's own log
         stderr=subprocess.STDOUT,
     )

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -31,7 +31,7 @@ GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
 @dataclass
 class FakeStats:
-    value: EngineStats = EngineStats()
+    value: EngineStats = field(default_factory=EngineStats)
 
     def stats(self) -> EngineStats:
         return self.value
@@ -46,7 +46,7 @@ class FakeClock:
 
 
 def decode(trailers: list[tuple[str, str | bytes]]) -> orca_load_report_pb2.OrcaLoadReport:
-    (key, value), = trailers
+    ((key, value),) = trailers
     assert key == ORCA_TRAILER_KEY
     assert isinstance(value, bytes)
     return orca_load_report_pb2.OrcaLoadReport.FromString(value)
@@ -59,7 +59,10 @@ def decode(trailers: list[tuple[str, str | bytes]]) -> orca_load_report_pb2.Orca
         (EngineStats(running_requests=2), 0.5),  # half the batch
         (EngineStats(running_requests=1, kv_cache_usage=0.9), 0.9),  # KV cache is the tighter limit
         (EngineStats(running_requests=4, kv_cache_usage=0.3), 1.0),  # full batch, nothing waiting
-        (EngineStats(running_requests=4, waiting_requests=8, kv_cache_usage=0.5), 3.0),  # 2 batches queued
+        (
+            EngineStats(running_requests=4, waiting_requests=8, kv_cache_usage=0.5),
+            3.0,
+        ),  # 2 batches queued
         (EngineStats(running_requests=-1, waiting_requests=-3, kv_cache_usage=7.0), 1.0),  # clamped
     ],
 )
@@ -70,7 +73,9 @@ def test_application_utilization_formula(stats: EngineStats, expected: float) ->
 def test_deep_queue_weighs_much_less_than_idle_at_equal_rate() -> None:
     # Envoy's weight is rps / utilization: equal rates, a deep queue -> a far smaller weight.
     idle = application_utilization(EngineStats(running_requests=1), 16)
-    loaded = application_utilization(EngineStats(running_requests=16, waiting_requests=48, kv_cache_usage=0.8), 16)
+    loaded = application_utilization(
+        EngineStats(running_requests=16, waiting_requests=48, kv_cache_usage=0.8), 16
+    )
     assert loaded / idle >= 50
 
 
@@ -141,9 +146,10 @@ service Probe { rpc Ping(Empty) returns (Empty); }
 
 @pytest.fixture()
 def probe_server() -> Iterator[int]:
-    """An in-process grpc.aio server whose only method is under /genai., so our interceptor wraps it."""
+    """An in-process grpc.aio server with one method under /genai. (so our interceptor wraps it)."""
     reporter = OrcaLoadReporter(
-        FakeStats(EngineStats(waiting_requests=3, running_requests=2, kv_cache_usage=0.5)), max_num_seqs=2
+        FakeStats(EngineStats(waiting_requests=3, running_requests=2, kv_cache_usage=0.5)),
+        max_num_seqs=2,
     )
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -155,7 +161,9 @@ def probe_server() -> Iterator[int]:
     async def start() -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server(interceptors=[ServiceInterceptor(trailers=[reporter])])
         handler = grpc.unary_unary_rpc_method_handler(ping)
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("genai.probe.v1.Probe", {"Ping": handler})])
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler("genai.probe.v1.Probe", {"Ping": handler})]
+        )
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         return server, port
@@ -172,16 +180,31 @@ def probe_server() -> Iterator[int]:
 def test_trailer_reaches_a_go_grpc_client(probe_server: int, tmp_path: Path) -> None:
     (tmp_path / "probe.proto").write_text(PROBE_PROTO)
     result = subprocess.run(
-        [GRPCURL, "-v", "-plaintext", "-import-path", str(tmp_path), "-proto", "probe.proto",
-         "-d", "{}", f"127.0.0.1:{probe_server}", "genai.probe.v1.Probe/Ping"],
-        capture_output=True, text=True, timeout=60,
+        [
+            GRPCURL,
+            "-v",
+            "-plaintext",
+            "-import-path",
+            str(tmp_path),
+            "-proto",
+            "probe.proto",
+            "-d",
+            "{}",
+            f"127.0.0.1:{probe_server}",
+            "genai.probe.v1.Probe/Ping",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     trailers = result.stdout.split("Response trailers received:", 1)[1]
     match = re.search(rf"^{ORCA_TRAILER_KEY}: (\S+)$", trailers, re.MULTILINE)
     assert match, result.stdout
     raw = match.group(1)
-    report = orca_load_report_pb2.OrcaLoadReport.FromString(base64.b64decode(raw + "=" * (-len(raw) % 4)))
+    report = orca_load_report_pb2.OrcaLoadReport.FromString(
+        base64.b64decode(raw + "=" * (-len(raw) % 4))
+    )
     assert report.application_utilization == pytest.approx(1.0 + 3 / 2)
     assert report.named_metrics["waiting"] == 3.0
     assert report.rps_fractional > 0

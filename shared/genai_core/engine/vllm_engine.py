@@ -129,7 +129,7 @@ class VllmEngine(Engine):
     async def start(self) -> None:
         # vLLM's CPU backend sizes its KV cache from this variable; it must be set
         # before the engine process starts (spawned processes inherit it).
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.config.cpu_kv_cache_space_gib:g}")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.config.cpu_kv_cache_space_gib))
         if self.config.tensor_parallel_size > 1 and _on_cpu():
             # The CPU backend runs one OpenMP group per rank and, by default, keeps a
             # core for itself; with TP>1 it needs an explicit split of the cores.
@@ -185,7 +185,10 @@ class VllmEngine(Engine):
                     self.drafts += getattr(spec, "num_draft_tokens", 0)
                     self.accepted += getattr(spec, "num_accepted_tokens", 0)
                 engine._stats = EngineStats(
-                    waiting_requests=scheduler_stats.num_waiting_reqs,
+                    # vLLM 0.32 counts requests held back by a full batch or a grammar
+                    # still compiling as "skipped"; they wait all the same.
+                    waiting_requests=scheduler_stats.num_waiting_reqs
+                    + getattr(scheduler_stats, "num_skipped_waiting_reqs", 0),
                     running_requests=scheduler_stats.num_running_reqs,
                     kv_cache_usage=float(scheduler_stats.kv_cache_usage),
                     prefix_cache_queries_tokens=self.queries,
