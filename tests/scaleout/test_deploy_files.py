@@ -404,7 +404,7 @@ def test_keda_scaled_objects_are_well_formed(service: str) -> None:
     assert trigger["type"] == "prometheus"
     metadata = trigger["metadata"]
     assert (
-        "vllm:num_requests_waiting" in metadata["query"]
+        "genai_engine_waiting_requests" in metadata["query"]
         and f'app="genai-{service}"' in metadata["query"]
     )
     assert float(metadata["threshold"]) > 0 and metadata["serverAddress"].startswith("http")
