@@ -91,9 +91,12 @@ def test_sigterm_under_load_finishes_in_flight_calls(own_server: ServerProcess) 
     in_flight = [stub.RewriteDraft.future(request, timeout=120) for _ in range(12)]
     time.sleep(1.0)  # they are generating
     assert not any(f.done() for f in in_flight)
+    signalled = time.monotonic()
     own_server.process.send_signal(signal.SIGTERM)
     results = [f.exception() for f in in_flight]
     code = own_server.process.wait(timeout=60)
+    print(f"SIGTERM under load: {results.count(None)}/12 in-flight calls completed, exit {code} "
+          f"after {time.monotonic() - signalled:.1f}s, health seen: {seen}")
     stop.set()
     watcher.join(timeout=5)
     channel.close()
@@ -139,6 +142,8 @@ def test_killed_engine_fails_calls_and_exits_nonzero(own_server: ServerProcess) 
         assert e.code() == grpc.StatusCode.UNAVAILABLE
     code = own_server.process.wait(timeout=60)
     channel.close()
+    print(f"engine killed: in-flight stream and a new call got UNAVAILABLE; exit {code} "
+          f"{time.monotonic() - killed_at:.1f}s after the kill")
     assert code != 0
     assert time.monotonic() - killed_at < 60
     assert '"event": "engine_dead"' in own_server.log() or "engine_dead" in own_server.log()
