@@ -36,7 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", action="append", default=[], metavar="KEY=VALUE",
                    help="engine setting (as in the YAML engine section, dotted for nested), repeatable")
     p.add_argument("--targets", default="raw,grpc",
-                   help="comma list of raw (a), engine (a'), grpc (b), openai (c), hf (d); default raw,grpc")
+                   help="comma list of raw (a), engine (a'), grpc (b), openai (c), hf (d: one request at a time), "
+                        "hf_batch (d: static batches); default raw,grpc")
+    p.add_argument("--order",
+                   help="order of the steps (most important first, for --deadline-s): inproc (raw and engine), grpc, "
+                        "openai, hf, hf_batch, variants (all) or a variant's name; default "
+                        "inproc,grpc,variants,openai,hf,hf_batch")
     p.add_argument("--variant", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
                    help="an on/off comparison on our service: prefix_off, ngram, fp8, fp8_per_channel, int8, "
                         "kv_fp8, or NAME:key=value,...; repeatable")
@@ -46,9 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rates", default="", help="open-loop Poisson rates (requests/s), comma list")
     p.add_argument("--variant-concurrency",
                    help="closed-loop concurrencies for variants (default: lowest and highest --concurrency)")
-    p.add_argument("--hf-concurrency", help="closed-loop concurrencies for hf (default: --concurrency)")
-    p.add_argument("--hf-batch-size", type=int, default=1,
-                   help="hf serves one static batch of up to this many queued requests at a time (default 1)")
+    p.add_argument("--hf-concurrency", help="closed-loop concurrencies for hf and hf_batch (default: --concurrency)")
+    p.add_argument("--hf-batch-concurrency", help="closed-loop concurrencies for hf_batch (default: --hf-concurrency)")
+    p.add_argument("--hf-batch-size", type=int, default=8,
+                   help="hf_batch serves one static batch of up to this many queued requests at a time (default 8)")
+    p.add_argument("--hf-requests", type=int,
+                   help="hf and hf_batch: only the first max(N, concurrency) requests of each load point "
+                        "(the baseline is slow)")
     p.add_argument("--requests", type=int, default=16, help="requests per load point, at least (default 16)")
     p.add_argument("--per-slot", type=int, default=2,
                    help="closed loop: at least this many requests per concurrency slot (default 2)")
@@ -63,6 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("bench-results"), help="output directory")
     p.add_argument("--name", default="bench", help="file name stem of the JSON, markdown and PNGs")
     p.add_argument("--note", action="append", default=[], help="a line added to the markdown report")
+    p.add_argument("--report-only", type=Path, metavar="JSON",
+                   help="rewrite the markdown and plots of an earlier run's JSON (into --out, named --name) and exit")
 
 
 def _engine_section(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,17 +102,30 @@ def _model(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    import json
+
+    from genai_services.bench import report
     from genai_services.bench.loadgen import Load
-    from genai_services.bench.suite import Plan, Suite, parse_variant
+    from genai_services.bench.suite import DEFAULT_ORDER, TARGETS, Plan, Suite, parse_variant
     from genai_services.bench.workload import parse_mix
 
+    if args.report_only is not None:
+        results = json.loads(args.report_only.read_text())
+        results["ratios"] = report.ratios(results)
+        report.write_all(results, args.out, args.name)
+        print(f"genai bench: wrote {args.out / (args.name + '.md')} and plots")
+        return 0
     try:
         targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-        unknown = set(targets) - {"raw", "engine", "grpc", "openai", "hf"}
+        unknown = set(targets) - set(TARGETS)
         if unknown:
             raise ValueError(f"unknown targets {sorted(unknown)}")
+        order = tuple(o.strip() for o in args.order.split(",") if o.strip()) if args.order else DEFAULT_ORDER
         parse_mix(args.mix)
         variants = [parse_variant(v) for v in args.variant]
+        known_steps = {"inproc", "variants", *TARGETS, *(v.name for v in variants)}
+        if set(order) - known_steps:
+            raise ValueError(f"unknown steps in --order: {sorted(set(order) - known_steps)}")
         conc = sorted({int(c) for c in _floats(args.concurrency)})
         loads = [Load("closed", c) for c in conc] + [Load("open", r) for r in _floats(args.rates)]
         vconc = _floats(args.variant_concurrency) if args.variant_concurrency else (
@@ -112,19 +136,29 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
                 loads.append(Load("closed", int(c)))
         loads.sort(key=lambda l: (l.mode != "closed", l.value))
         hf_loads = [Load("closed", int(c)) for c in _floats(args.hf_concurrency)] if args.hf_concurrency else None
+        hf_batch_loads = ([Load("closed", int(c)) for c in _floats(args.hf_batch_concurrency)]
+                          if args.hf_batch_concurrency else None)
+        for extra in (hf_loads or []) + (hf_batch_loads or []):
+            # The baseline replays the reference's output lengths at the same load.
+            if extra not in loads:
+                raise ValueError(f"hf concurrency {int(extra.value)} is not in --concurrency")
         engine = _engine_section(args)
     except (ValueError, OSError) as e:
         print(f"genai bench: {e}", file=sys.stderr)
         return 2
     # vLLM writes its cache under ~/.cache otherwise; spawned engines inherit this.
     os.environ.setdefault("VLLM_CACHE_ROOT", tempfile.mkdtemp(prefix="genai-bench-vllm-"))
-    model_path, label = _model(args)
+    if set(targets) == {"grpc"} and args.address and args.model == "default":
+        model_path, label = "", args.model_label or f"the model served at {args.address}"
+    else:
+        model_path, label = _model(args)
     command = "genai bench " + shlex.join(argv if argv is not None else sys.argv[2:])
     plan = Plan(
         model_path=model_path, model_label=label, engine=engine, targets=targets, loads=loads,
         variants=variants, variant_loads=[Load("closed", int(c)) for c in vconc] if variants else [],
-        variant_target=args.variant_target, hf_loads=hf_loads, requests=args.requests, per_slot=args.per_slot,
+        variant_target=args.variant_target, hf_loads=hf_loads, hf_batch_loads=hf_batch_loads, requests=args.requests, per_slot=args.per_slot,
         mix=args.mix, seed=args.seed, warmup=args.warmup, hf_batch_size=args.hf_batch_size,
+        hf_requests=args.hf_requests, order=order,
         grpc_address=args.address, grpc_metrics_url=args.metrics_url, openai_url=args.openai_url,
         deadline_s=args.deadline_s, out_dir=args.out, name=args.name, command=command, notes=args.note,
     )

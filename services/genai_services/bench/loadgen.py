@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -45,6 +46,14 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _loadavg() -> float | None:
+    """The machine's 1-minute load average: other work on the machine shows here."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 async def closed_loop(target: Target, items: Sequence[WorkItem], concurrency: int) -> RunResult:
     pending = list(reversed(items))
     samples: list[Sample] = []
@@ -54,10 +63,12 @@ async def closed_loop(target: Target, items: Sequence[WorkItem], concurrency: in
             samples.append(await target.call(pending.pop()))
 
     before = await target.snapshot()
+    load_before = _loadavg()
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
     wall = time.perf_counter() - t0
-    return RunResult(Load("closed", concurrency), samples, wall, before, await target.snapshot())
+    return RunResult(Load("closed", concurrency), samples, wall, before, await target.snapshot(),
+                     {"loadavg_1m_before_after": [load_before, _loadavg()]})
 
 
 def arrival_offsets(count: int, rate: float, seed: int) -> list[float]:
@@ -79,10 +90,12 @@ async def open_loop(target: Target, items: Sequence[WorkItem], rate: float, seed
         await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
         return await target.call(item)
 
+    load_before = _loadavg()
     samples = list(await asyncio.gather(*(one(i, at) for i, at in zip(items, offsets))))
     wall = time.perf_counter() - t0
     return RunResult(Load("open", rate), samples, wall, before, await target.snapshot(),
-                     {"offered_rate": rate, "arrival_span_s": offsets[-1] if offsets else 0.0})
+                     {"offered_rate": rate, "arrival_span_s": offsets[-1] if offsets else 0.0,
+                      "loadavg_1m_before_after": [load_before, _loadavg()]})
 
 
 # --- statistics ---------------------------------------------------------------------------
@@ -154,11 +167,12 @@ def summarize(run: RunResult) -> dict[str, Any]:
         "queue_s": _dist(queue) if queue else None,
         **run.extra,
     }
-    q_sum = _delta(run.server_before, run.server_after, "vllm:request_queue_time_seconds_sum")
-    q_count = _delta(run.server_before, run.server_after, "vllm:request_queue_time_seconds_count")
-    if summary["queue_s"] is None and q_sum is not None and q_count:
-        summary["queue_s"] = {"mean": q_sum / q_count, "p50": None, "p90": None, "p99": None,
-                              "source": "server vllm:request_queue_time_seconds"}
+    for name in ("genai_queue_time_seconds", "vllm:request_queue_time_seconds"):
+        q_sum = _delta(run.server_before, run.server_after, f"{name}_sum")
+        q_count = _delta(run.server_before, run.server_after, f"{name}_count")
+        if summary["queue_s"] is None and q_sum is not None and q_count:
+            summary["queue_s"] = {"mean": q_sum / q_count, "p50": None, "p90": None, "p99": None,
+                                  "source": f"server {name} (mean over the run)"}
     hits = _delta(run.server_before, run.server_after, "vllm:prefix_cache_hits_total")
     queries = _delta(run.server_before, run.server_after, "vllm:prefix_cache_queries_total")
     if hits is not None and queries:
@@ -167,6 +181,8 @@ def summarize(run: RunResult) -> dict[str, Any]:
     drafted = _delta(run.server_before, run.server_after, "vllm:spec_decode_num_draft_tokens_total")
     if accepted is not None and drafted:
         summary["spec_acceptance_rate"] = accepted / drafted
+    elif run.server_after and "genai_spec_decode_acceptance_ratio" in run.server_after:
+        summary["spec_acceptance_rate"] = run.server_after["genai_spec_decode_acceptance_ratio"]
     per_feature: dict[str, Any] = {}
     for f in FEATURES:
         chosen = [s for s in ok if s.feature == f]
@@ -180,6 +196,7 @@ def summarize(run: RunResult) -> dict[str, Any]:
             "first_token_s": _dist([s.first_token for s in chosen if s.first_token is not None]),
             "output_tokens_mean": sum(s.output_tokens for s in chosen) / len(chosen),
             "prompt_tokens_mean": sum(s.prompt_tokens for s in chosen) / len(chosen),
+            "cached_prompt_tokens_mean": sum(s.cached_tokens for s in chosen) / len(chosen),
             "latency_per_token_s": _dist([s.e2e / s.output_tokens for s in chosen if s.output_tokens]),
         }
     summary["per_feature"] = per_feature

@@ -65,6 +65,9 @@ def _entry(name: str, value: float | None, detail: str, target_key: str | None =
     return {"name": name, "value": value, "target": target, "met": met, "detail": detail, "note": note}
 
 
+_DTYPE_SHORT = {"bfloat16": "bf16", "float16": "fp16"}
+
+
 def _fmt(x: float | None, digits: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
@@ -99,7 +102,7 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_entry("c_over_b_ttft_p99", _ratio(_get(cc, "ttft_s", "p99"), _get(b, "ttft_s", "p99")),
                           f"streaming rewrite TTFT p99 (c)/(b) at c={c:g} (> 1: ours ahead): "
                           f"(b) {_fmt(_get(b, 'ttft_s', 'p99'), 3)} s, (c) {_fmt(_get(cc, 'ttft_s', 'p99'), 3)} s"))
-    d_runs = [r for r in _runs(results, "hf") if r.get("req_per_s")]
+    d_runs = [r for t in ("hf", "hf_batch") for r in _runs(results, t) if r.get("req_per_s")]
     b_runs = [r for r in _runs(results, "grpc") if r.get("req_per_s")]
     if d_runs and b_runs:
         best_d = max(d_runs, key=lambda r: r["req_per_s"])
@@ -112,12 +115,28 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         best_b = max(ok, key=lambda r: r["req_per_s"])
         out.append(_entry(
             "b_over_d_throughput_at_p99", _ratio(best_b["req_per_s"], best_d["req_per_s"]),
-            f"(b) best req/s with e2e p99 <= (d)'s: (b) c={_load_value(best_b):g} {best_b['req_per_s']:.3f} req/s, "
-            f"p99 {_fmt(_get(best_b, 'e2e_s', 'p99'))} s; (d) c={_load_value(best_d):g} {best_d['req_per_s']:.3f} req/s, "
+            f"(b) best req/s with e2e p99 <= that of (d)'s best: (b) c={_load_value(best_b):g} {best_b['req_per_s']:.3f} req/s, "
+            f"p99 {_fmt(_get(best_b, 'e2e_s', 'p99'))} s; (d) = {best_d['target']} c={_load_value(best_d):g} "
+            f"{best_d['req_per_s']:.3f} req/s, "
             f"p99 {_fmt(p99_d)} s; output tok/s ratio at those points "
             f"{_fmt(_ratio(_get(best_b, 'output_tok_per_s'), _get(best_d, 'output_tok_per_s')))}",
             note=note + ("; target is for the H100" if not results["machine"].get("gpu") else ""),
         ))
+        # The same loads side by side: what a user sees at equal offered concurrency.
+        for d_key in ("hf", "hf_batch"):
+            common = _common(results, "grpc", d_key)
+            if not common:
+                continue
+            c = common[-1]
+            b, d = _at(results, "grpc", c), _at(results, d_key, c)
+            parts = [f"c={x:g}: thr {_fmt(_ratio(_get(_at(results, 'grpc', x), 'req_per_s'), _get(_at(results, d_key, x), 'req_per_s')))}x, "
+                     f"p99 {_fmt(_ratio(_get(_at(results, 'grpc', x), 'e2e_s', 'p99'), _get(_at(results, d_key, x), 'e2e_s', 'p99')))}x"
+                     for x in common]
+            out.append(_entry(
+                f"b_over_{d_key}_throughput_same_load", _ratio(_get(b, "req_per_s"), _get(d, "req_per_s")),
+                f"req/s (b)/{d_key} at c={c:g}, where (b)'s e2e p99 is "
+                f"{_fmt(_ratio(_get(b, 'e2e_s', 'p99'), _get(d, 'e2e_s', 'p99')))}x {d_key}'s; " + "; ".join(parts),
+            ))
     base = "grpc"
     for key in sorted({r["target"] for r in results["runs"] if r.get("variant")}):
         variant = next(r["variant"] for r in results["runs"] if r["target"] == key)
@@ -153,7 +172,23 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{_fmt(search)}; acceptance {_fmt(_get(v_lo, 'spec_acceptance_rate'))}; "
                 f"throughput on/off at c={hi:g} {_fmt(thr)}",
             ))
+        elif variant in ("bf16", "fp16"):
+            out.append(_entry(
+                f"{variant}_throughput_vs_base", thr,
+                f"output tok/s {variant}/base at c={hi:g}: {_fmt(_get(v_hi, 'output_tok_per_s'), 1)} / "
+                f"{_fmt(_get(b_hi, 'output_tok_per_s'), 1)}",
+            ))
         else:
+            # A quantized variant that also changed dtype is compared with that dtype too.
+            dtype = (results["targets"].get(key, {}).get("overrides") or {}).get("dtype")
+            same_dtype = f"{base}+{_DTYPE_SHORT[dtype]}" if dtype in _DTYPE_SHORT else None
+            if same_dtype and _at(results, same_dtype, hi):
+                vs = _ratio(_get(v_hi, "output_tok_per_s"), _get(_at(results, same_dtype, hi), "output_tok_per_s"))
+                out.append(_entry(
+                    f"{variant}_throughput_vs_{_DTYPE_SHORT[dtype]}", vs,
+                    f"output tok/s {variant}/{same_dtype} at c={hi:g} (same activation dtype)",
+                    target_key="fp8_throughput_gain" if variant.startswith("fp8") and results["machine"].get("gpu") else None,
+                ))
             out.append(_entry(
                 f"{variant}_throughput_gain", thr,
                 f"output tok/s {variant}/base at c={hi:g}: {_fmt(_get(v_hi, 'output_tok_per_s'), 1)} / "
@@ -186,22 +221,24 @@ def markdown(results: dict[str, Any], name: str) -> str:
     if results.get("command"):
         lines += ["", "Command:", "", f"    {results['command']}"]
     lines += ["", "Start-up times: " + ", ".join(
-        f"{k} {_fmt(t.get('startup_s'), 1)} s" + (f" (FAILED: {t['error'][:160]})" if t.get("error") else "")
+        f"{k} {_fmt(t.get('startup_s'), 1)} s" + (f" (FAILED: {t['error'][:110]}…)" if t.get("error") else "")
         for k, t in results["targets"].items())]
     lines += [
         "",
-        "| target | load | req/s | out tok/s | e2e p50 / p90 / p99 (ms) | TTFT p50 / p99 (ms) | TPOT p50 (ms) | ITL p99 (ms) | queue mean (ms) | cached | errors |",
-        "|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|",
+        "| target | load | n | req/s | out tok/s | e2e p50 / p90 / p99 (ms) | TTFT p50 / p99 (ms) | TPOT p50 (ms) | ITL p99 (ms) | queue mean (ms) | cached | errors | host load |",
+        "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in results["runs"]:
         load = r["load"]
         load_s = f"c={load['concurrency']}" if load["mode"] == "closed" else f"{load['rate']:g}/s open"
         q = r.get("queue_s") or {}
+        host = r.get("loadavg_1m_before_after") or []
+        host_s = "→".join("?" if x is None else f"{x:.1f}" for x in host) if host else "–"
         lines.append(
-            f"| {r['target']} | {load_s} | {_fmt(r.get('req_per_s'))} | {_fmt(r.get('output_tok_per_s'), 1)} | "
+            f"| {r['target']} | {load_s} | {r['requests']} | {_fmt(r.get('req_per_s'))} | {_fmt(r.get('output_tok_per_s'), 1)} | "
             f"{_ms(r['e2e_s']['p50'])} / {_ms(r['e2e_s']['p90'])} / {_ms(r['e2e_s']['p99'])} | "
             f"{_ms(r['ttft_s']['p50'])} / {_ms(r['ttft_s']['p99'])} | {_ms(r['tpot_s']['p50'])} | "
-            f"{_ms(r['itl_s']['p99'])} | {_ms(q.get('mean'))} | {_fmt(r.get('cached_prompt_fraction'))} | {r['errors']} |"
+            f"{_ms(r['itl_s']['p99'])} | {_ms(q.get('mean'))} | {_fmt(r.get('cached_prompt_fraction'))} | {r['errors']} | {host_s} |"
         )
     if results["ratios"]:
         lines += ["", "| ratio | value | target | met | how |", "|---|---:|---:|---|---|"]
@@ -251,7 +288,8 @@ def plots(results: dict[str, Any], out_dir: Path, name: str) -> list[Path]:
                     title="time to first text vs load")
         for ax in axes:
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         fig.suptitle(title)
         fig.tight_layout()
         path = out_dir / f"{name}-latency.png"
@@ -268,7 +306,8 @@ def plots(results: dict[str, Any], out_dir: Path, name: str) -> list[Path]:
         axes[1].set(xlabel="concurrency", ylabel="output tokens/s", title="output tokens/s vs concurrency")
         for ax in axes:
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         fig.suptitle(title)
         fig.tight_layout()
         path = out_dir / f"{name}-throughput.png"

@@ -10,6 +10,7 @@ the prefix cache sees what production traffic would give it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import math
 import os
@@ -36,16 +37,21 @@ TARGET_LABELS = {
     "engine": "(a') our VllmEngine in-process",
     "grpc": "(b) our gRPC services",
     "openai": "(c) vLLM OpenAI server",
-    "hf": "(d) HF transformers generate",
+    "hf": "(d) HF transformers generate, one request at a time",
+    "hf_batch": "(d) HF transformers generate, static batches of up to {batch}",
 }
-TARGET_ORDER = ("raw", "engine", "grpc", "openai", "hf")
+TARGETS = ("raw", "engine", "grpc", "openai", "hf", "hf_batch")
+DEFAULT_ORDER = ("inproc", "grpc", "variants", "openai", "hf", "hf_batch")
 
 VARIANT_PRESETS: dict[str, dict[str, Any]] = {
     "prefix_off": {"enable_prefix_caching": False},
     "ngram": {"speculative": {"method": "ngram"}},
     "fp8": {"quantization": "fp8"},
-    "fp8_per_channel": {"quantization": "fp8_per_channel"},
-    "int8": {"quantization": "int8_per_channel_weight_only"},
+    # vLLM's CPU quantization methods need 16-bit activations.
+    "fp8_per_channel": {"quantization": "fp8_per_channel", "dtype": "bfloat16"},
+    "int8": {"quantization": "int8_per_channel_weight_only", "dtype": "bfloat16"},
+    "bf16": {"dtype": "bfloat16"},
+    "fp16": {"dtype": "float16"},
     "kv_fp8": {"kv_cache_dtype": "fp8"},
 }
 
@@ -106,12 +112,15 @@ class Plan:
     variant_loads: list[Load] = field(default_factory=list)
     variant_target: str = "grpc"
     hf_loads: list[Load] | None = None
+    hf_batch_loads: list[Load] | None = None
     requests: int = 16
     per_slot: int = 2
     mix: str = ",".join(FEATURES)
     seed: int = 0
     warmup: int = 4
-    hf_batch_size: int = 1
+    hf_batch_size: int = 8
+    hf_requests: int | None = None
+    order: tuple[str, ...] = DEFAULT_ORDER
     grpc_address: str | None = None
     grpc_metrics_url: str | None = None
     openai_url: str | None = None
@@ -203,12 +212,17 @@ class Suite:
     # -- running ------------------------------------------------------------------------
 
     async def _measure(self, target: Target, key: str, label: str, variant: str | None, loads: list[Load],
-                       record_reference: bool = False, min_left_s: float = 20) -> None:
+                       record_reference: bool = False, min_left_s: float = 20,
+                       max_requests: int | None = None) -> None:
         for load in loads:
             if self.time_left() < min_left_s:
                 self.skip(f"{key} {load.label}", "deadline")
                 continue
             items = self.plan.items_for(load)
+            if max_requests is not None:
+                # A prefix keeps them identical to the other targets' requests; at least
+                # one per concurrency slot, so a static batch can fill.
+                items = items[: max(max_requests, int(load.value) if load.mode == "closed" else 0)]
             seed = self.plan.load_seed(load)
             for item in items:
                 ref = self.reference.get((seed, item.index))
@@ -236,7 +250,7 @@ class Suite:
 
     async def _with_target(self, key: str, label: str, make: Callable[[], Target], loads: list[Load],
                            variant: str | None = None, record_reference: bool = False,
-                           min_start_s: float = 90) -> None:
+                           min_start_s: float = 90, max_requests: int | None = None) -> None:
         if not loads:
             return
         if self.time_left() < min_start_s:
@@ -251,7 +265,7 @@ class Suite:
             await self._warm(target)
             self.results["targets"][key] = {"label": label, "variant": variant,
                                             "startup_s": target.startup_s, **target.settings()}
-            await self._measure(target, key, label, variant, loads, record_reference)
+            await self._measure(target, key, label, variant, loads, record_reference, max_requests=max_requests)
         except Exception as e:  # noqa: BLE001 - one target failing must not lose the others
             self.log(f"{key} failed: {e!r}")
             self.results["targets"].setdefault(key, {"label": label, "variant": variant})
@@ -274,61 +288,90 @@ class Suite:
         await target.prepare(items)
         await closed_loop(target, items, min(4, len(items)))
 
-    async def run(self) -> dict[str, Any]:
+    async def _in_process(self) -> None:
+        """(a) raw and (a') engine: one in-process engine start for both."""
         p = self.plan
-        work = self.tmp
-        self.save()
-        in_process: InProcessEngine | None = None
-        if "raw" in p.targets or "engine" in p.targets:
-            in_process = InProcessEngine(engine_config(p.engine, p.model_path), p.model_path)
-            shared = in_process
-            targets: list[tuple[str, Callable[[], Target]]] = []
-            if "raw" in p.targets:
-                targets.append(("raw", lambda: RawTarget(shared)))
-            if "engine" in p.targets:
-                targets.append(("engine", lambda: EngineTarget(shared)))
-            # Both share one engine start: hold it across the two.
-            t0 = time.perf_counter()
-            try:
-                await shared.acquire()
-            except Exception as e:  # noqa: BLE001
-                self.results["targets"]["raw"] = {"label": TARGET_LABELS["raw"], "error": repr(e)}
-                self.log(f"in-process engine failed to start: {e!r}")
-                targets = []
-            else:
-                self.log(f"in-process engine ready in {time.perf_counter() - t0:.1f}s")
+        shared = InProcessEngine(engine_config(p.engine, p.model_path), p.model_path)
+        targets: list[tuple[str, Callable[[], Target]]] = [
+            (key, make) for key, make in (("raw", lambda: RawTarget(shared)), ("engine", lambda: EngineTarget(shared)))
+            if key in p.targets
+        ]
+        if self.time_left() < 90:
+            self.skip("raw/engine", "deadline")
+            return
+        t0 = time.perf_counter()
+        try:
+            await shared.acquire()  # held across both targets
+        except Exception as e:  # noqa: BLE001
+            for key, _ in targets:
+                self.results["targets"][key] = {"label": TARGET_LABELS[key], "error": f"{type(e).__name__}: {e}"}
+            self.log(f"in-process engine failed to start: {e!r}")
+            traceback.print_exc(file=sys.stderr)
+            with contextlib.suppress(Exception):
+                await shared.engine.shutdown()
+            return
+        self.log(f"in-process engine ready in {time.perf_counter() - t0:.1f}s")
+        try:
             for key, make in targets:
                 await self._with_target(key, TARGET_LABELS[key], make, p.loads,
                                         record_reference=(key == "raw" or "raw" not in p.targets))
-            if targets:
-                await shared.release()
-        if "grpc" in p.targets or p.grpc_address:
-            await self._with_target(
-                "grpc", TARGET_LABELS["grpc"],
-                lambda: GrpcTarget(p.engine, p.model_path, work / "grpc", p.grpc_address, p.grpc_metrics_url),
-                p.loads, record_reference=not self.reference,
-            )
-        for v in p.variants:
-            engine = merge(p.engine, v.overrides)
-            key = f"{p.variant_target}+{v.name}"
-            label = f"{TARGET_LABELS[p.variant_target]} + {v.name}"
-            if p.variant_target == "grpc":
-                make: Callable[[], Target] = lambda engine=engine, v=v: GrpcTarget(engine, p.model_path, work / f"grpc-{v.name}")
-            else:
-                make = lambda engine=engine: RawTarget(InProcessEngine(engine_config(engine, p.model_path), p.model_path))
-            await self._with_target(key, label, make, p.variant_loads, variant=v.name)
-            self.results["targets"].get(key, {})["overrides"] = v.overrides
-        if "openai" in p.targets:
-            await self._with_target(
-                "openai", TARGET_LABELS["openai"],
-                lambda: OpenAITarget(p.engine, p.model_path, work / "openai", p.openai_url), p.loads,
-            )
-        if "hf" in p.targets:
-            dtype = str(p.engine.get("dtype", "auto"))
-            await self._with_target(
-                "hf", TARGET_LABELS["hf"], lambda: HFTarget(p.model_path, dtype, p.hf_batch_size),
-                p.hf_loads if p.hf_loads is not None else p.loads, min_start_s=30,
-            )
+        finally:
+            await shared.release()
+
+    async def _variant(self, v: Variant) -> None:
+        p = self.plan
+        engine = merge(p.engine, v.overrides)
+        key = f"{p.variant_target}+{v.name}"
+        label = f"{TARGET_LABELS[p.variant_target]} + {v.name}"
+        if p.variant_target == "grpc":
+            make: Callable[[], Target] = lambda: GrpcTarget(engine, p.model_path, self.tmp / f"grpc-{v.name}")
+        else:
+            make = lambda: RawTarget(InProcessEngine(engine_config(engine, p.model_path), p.model_path))
+        await self._with_target(key, label, make, p.variant_loads, variant=v.name)
+        self.results["targets"].get(key, {})["overrides"] = v.overrides
+
+    def _hf_loads(self, key: str) -> list[Load]:
+        if key == "hf_batch" and self.plan.hf_batch_loads is not None:
+            return self.plan.hf_batch_loads
+        return self.plan.hf_loads if self.plan.hf_loads is not None else self.plan.loads
+
+    async def run(self) -> dict[str, Any]:
+        p = self.plan
+        self.save()
+        done: set[str] = set()
+        variants = {v.name: v for v in p.variants}
+        for step in p.order:
+            if step in ("raw", "engine"):
+                step = "inproc"
+            if step in done:
+                continue
+            done.add(step)
+            if step == "inproc" and ("raw" in p.targets or "engine" in p.targets):
+                await self._in_process()
+            elif step == "grpc" and ("grpc" in p.targets or p.grpc_address):
+                await self._with_target(
+                    "grpc", TARGET_LABELS["grpc"],
+                    lambda: GrpcTarget(p.engine, p.model_path, self.tmp / "grpc", p.grpc_address, p.grpc_metrics_url),
+                    p.loads, record_reference=not self.reference,
+                )
+            elif step == "openai" and "openai" in p.targets:
+                await self._with_target(
+                    "openai", TARGET_LABELS["openai"],
+                    lambda: OpenAITarget(p.engine, p.model_path, self.tmp / "openai", p.openai_url), p.loads,
+                )
+            elif step in ("hf", "hf_batch") and step in p.targets:
+                dtype = str(p.engine.get("dtype", "auto"))
+                batch = 1 if step == "hf" else p.hf_batch_size
+                label = TARGET_LABELS[step].format(batch=batch)
+                await self._with_target(step, label, lambda: HFTarget(p.model_path, dtype, batch), self._hf_loads(step),
+                                        min_start_s=30, max_requests=p.hf_requests)
+            elif step == "variants":
+                for name, v in variants.items():
+                    if name not in done:
+                        done.add(name)
+                        await self._variant(v)
+            elif step in variants:
+                await self._variant(variants[step])
         self.results["ratios"] = report.ratios(self.results)
         self.save()
         return self.results

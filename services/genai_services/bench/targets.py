@@ -181,6 +181,17 @@ class InProcessEngine:
             self.startup_s = time.perf_counter() - t0
             self._started = True
 
+    async def reset_prefix_cache(self) -> None:
+        """Forget cached prompts, so a second target on this engine starts as cold as the first."""
+        import inspect
+
+        llm = self.engine._llm  # noqa: SLF001
+        reset = getattr(llm, "reset_prefix_cache", None)
+        if reset is not None:
+            result = reset()
+            if inspect.isawaitable(result):
+                await result
+
     async def release(self) -> None:
         self._users -= 1
         if self._users <= 0 and self._started:
@@ -219,6 +230,7 @@ class RawTarget(Target):
 
     async def start(self) -> None:
         await self.shared.acquire()
+        await self.shared.reset_prefix_cache()
         self.startup_s = self.shared.startup_s
 
     async def prepare(self, items: Sequence[WorkItem]) -> None:
@@ -271,6 +283,7 @@ class EngineTarget(Target):
 
     async def start(self) -> None:
         await self.shared.acquire()
+        await self.shared.reset_prefix_cache()
         self.startup_s = self.shared.startup_s
 
     async def call(self, item: WorkItem) -> Sample:
@@ -404,7 +417,7 @@ class GrpcTarget(Target):
                 "server": {"host": "127.0.0.1", "port": port, "shutdown_grace_s": 5},
                 "admission": BENCH_ADMISSION,
                 "metrics": {"host": "127.0.0.1", "port": metrics_port},
-                "logging": {"level": "warning"},
+                "logging": {"level": os.environ.get("BENCH_SERVER_LOG", "warning")},
             }
             path = self.workdir / "config.yaml"
             path.write_text(yaml.safe_dump(config))
@@ -697,7 +710,16 @@ class OpenAITarget(Target):
 # --- (d) Hugging Face transformers generate ------------------------------------------------
 
 
-class _TokenTimes:
+def _streamer_base() -> type:
+    try:
+        from transformers.generation.streamers import BaseStreamer
+
+        return BaseStreamer
+    except ImportError:  # pragma: no cover - very old transformers
+        return object
+
+
+class _TokenTimes(_streamer_base()):  # type: ignore[misc]
     """A transformers streamer that only notes when each new token arrives."""
 
     def __init__(self) -> None:
@@ -752,7 +774,12 @@ class HFTarget(Target):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype).to(self.device).eval()
+        # dtype= (transformers 5) or torch_dtype= (4.x); .to() makes sure either way.
+        try:
+            model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
+        except TypeError:
+            model = AutoModelForCausalLM.from_pretrained(self.model_path, torch_dtype=dtype)
+        self.model = model.to(device=self.device, dtype=dtype).eval()
 
     async def start(self) -> None:
         t0 = time.perf_counter()

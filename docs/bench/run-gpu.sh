@@ -1,0 +1,31 @@
+#!/bin/bash
+# The GPU benchmark run of docs/benchmarks.md: one command on the H100 machine, after the
+# vLLM 0.26.0 bundle of ../shared/gpu/README.md is unpacked into /root/site (setup.sh).
+# Everything that starts an engine is in this one command (each start costs tens of seconds).
+# Usage, at the repository root there: bash docs/bench/run-gpu.sh OUTDIR
+set -u
+OUTDIR=${1:-${OUT:-/tmp/bench-out}}
+mkdir -p "$OUTDIR"
+: > "$OUTDIR/model.txt"
+# The GPU image has grpcio 1.84.0 and the bundle none, while the generated code (ours and
+# grpcio-health-checking's) needs 1.85.0: its wheel travels in .gpu/p03/whl (a zip).
+rm -rf /tmp/grpc185 && python -m zipfile -e .gpu/p03/whl/grpcio-1.85.0-*.whl /tmp/grpc185
+export PYTHONPATH=/tmp/grpc185:/root/site:$PWD/shared:$PWD/services PYTHONUNBUFFERED=1
+python -c "import grpc; print('grpcio', grpc.__version__)" >> "$OUTDIR/model.txt" 2>&1
+# Generated gRPC code is git-ignored, so it is regenerated here (or taken from the bundle).
+python setup.py --version >/dev/null 2>&1 || true
+[ -f shared/genai/feed/v1/feed_service_pb2.py ] || { mkdir -p shared/genai && cp -r .gpu/p03/genai_gen/. shared/genai/; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUTDIR/model.txt" 2>&1
+# A random-weight 1.2B Llama with SmolLM2's tokenizer and chat template (written on the GPU).
+python .gpu/p03/make_bench_model.py /tmp/m1b 1b .gpu/p03/tok >> "$OUTDIR/model.txt" 2>&1 || { cat "$OUTDIR/model.txt"; exit 1; }
+python -m genai_services.bench \
+  --model /tmp/m1b --model-label "random-weight Llama 1.2B (bf16), SmolLM2 tokenizer" \
+  --engine dtype=bfloat16 --engine enforce_eager=true --engine max_model_len=4096 \
+  --engine max_num_seqs=256 --engine gpu_memory_utilization=0.85 \
+  --targets raw,grpc,openai,hf_batch --variant fp8 --variant prefix_off --variant ngram \
+  --order grpc,inproc,fp8,prefix_off,hf_batch,openai,ngram \
+  --concurrency 1,16,64 --requests 6 --per-slot 2 --mix rewrite=2,search,feed,suggest \
+  --hf-concurrency 1,16 --hf-batch-size 16 --hf-requests 3 --warmup 4 --deadline-s "${DEADLINE:-450}" \
+  --out "$OUTDIR" --name gpu-h100 > "$OUTDIR/bench.log" 2>&1
+echo "exit $?"
+grep -E "^\[bench|^genai|^  " "$OUTDIR/bench.log" | tail -80
