@@ -9,7 +9,7 @@ mkdir -p "$OUTDIR"
 : > "$OUTDIR/model.txt"
 # The GPU image has grpcio 1.84.0 and the bundle none, while the generated code (ours and
 # grpcio-health-checking's) needs 1.85.0: its wheel travels in .gpu/p03/whl (a zip).
-rm -rf /tmp/grpc185 && python -m zipfile -e .gpu/p03/whl/grpcio-1.85.0-*.whl /tmp/grpc185
+rm -rf /tmp/grpc185 && for w in .gpu/p03/whl/*.whl; do python -m zipfile -e "$w" /tmp/grpc185; done
 export PYTHONPATH=/tmp/grpc185:/root/site:$PWD/shared:$PWD/services PYTHONUNBUFFERED=1
 python -c "import grpc; print('grpcio', grpc.__version__)" >> "$OUTDIR/model.txt" 2>&1
 # Generated gRPC code is git-ignored, so it is regenerated here (or taken from the bundle).
@@ -22,8 +22,8 @@ python -m genai_services.bench \
   --model /tmp/m1b --model-label "random-weight Llama 1.2B (bf16), SmolLM2 tokenizer" \
   --engine dtype=bfloat16 --engine enforce_eager=true --engine max_model_len=4096 \
   --engine max_num_seqs=256 --engine gpu_memory_utilization=0.85 \
-  --targets raw,grpc,openai,hf_batch --variant fp8 --variant prefix_off --variant ngram \
-  --order grpc,inproc,fp8,prefix_off,hf_batch,openai,ngram \
+  --targets ${TARGETS:-raw,grpc,openai,hf_batch} ${VARIANTS:---variant fp8 --variant prefix_off --variant ngram} \
+  --order ${ORDER:-grpc,inproc,fp8,prefix_off,hf_batch,openai,ngram} \
   --concurrency 1,16,64 --requests 6 --per-slot 2 --mix rewrite=2,search,feed,suggest \
   --hf-concurrency 1,16 --hf-batch-size 16 --hf-requests 3 --warmup 4 --deadline-s "${DEADLINE:-450}" \
   --out "$OUTDIR" --name gpu-h100 > "$OUTDIR/bench.log" 2>&1

@@ -17,14 +17,27 @@ from typing import Any
 
 import pytest
 from doubles import FakeEngine
-from servers import in_process_server
-
 from genai_core.engine.types import GenerationRequest
 from genai_services.bench import cli
 from genai_services.bench.workload import FEATURES, build_workload, parse_mix
+from servers import in_process_server
 
-RUN_FIELDS = {"target", "load", "requests", "completed", "errors", "wall_s", "req_per_s", "output_tok_per_s",
-              "e2e_s", "ttft_s", "tpot_s", "itl_s", "per_feature", "samples"}
+RUN_FIELDS = {
+    "target",
+    "load",
+    "requests",
+    "completed",
+    "errors",
+    "wall_s",
+    "req_per_s",
+    "output_tok_per_s",
+    "e2e_s",
+    "ttft_s",
+    "tpot_s",
+    "itl_s",
+    "per_feature",
+    "samples",
+}
 
 
 def minimal_instance(schema: dict[str, Any]) -> Any:
@@ -33,7 +46,11 @@ def minimal_instance(schema: dict[str, Any]) -> Any:
         return schema["enum"][0]
     kind = schema.get("type")
     if kind == "object":
-        return {k: minimal_instance(v) for k, v in schema.get("properties", {}).items() if k in schema.get("required", [])}
+        return {
+            k: minimal_instance(v)
+            for k, v in schema.get("properties", {}).items()
+            if k in schema.get("required", [])
+        }
     if kind == "array":
         return [minimal_instance(schema["items"]) for _ in range(schema.get("minItems", 0))]
     if kind == "integer":
@@ -54,7 +71,10 @@ def test_workload_is_deterministic_and_valid():
     b = build_workload(12, seed=3)
     assert [i.request.SerializeToString() for i in a] == [i.request.SerializeToString() for i in b]
     assert {i.feature for i in a} == set(FEATURES)
-    assert build_workload(12, seed=4)[0].request != a[0].request or build_workload(12, seed=4)[1].request != a[1].request
+    assert (
+        build_workload(12, seed=4)[0].request != a[0].request
+        or build_workload(12, seed=4)[1].request != a[1].request
+    )
     assert parse_mix("rewrite=2,search") == {"rewrite": 2.0, "search": 1.0}
     for item in a:  # built through the services' own validation and prompts
         assert item.generation.max_output_tokens > 0
@@ -63,15 +83,32 @@ def test_workload_is_deterministic_and_valid():
 
 def test_bench_against_in_process_grpc_server(tmp_path: Path):
     with in_process_server(FakeEngine(respond)) as (_, running):
-        code = cli.main([
-            "--targets", "grpc", "--address", f"127.0.0.1:{running.port}",
-            "--concurrency", "1,3", "--rates", "20", "--requests", "8", "--warmup", "2",
-            "--out", str(tmp_path), "--name", "smoke",
-        ])
+        code = cli.main(
+            [
+                "--targets",
+                "grpc",
+                "--address",
+                f"127.0.0.1:{running.port}",
+                "--concurrency",
+                "1,3",
+                "--rates",
+                "20",
+                "--requests",
+                "8",
+                "--warmup",
+                "2",
+                "--out",
+                str(tmp_path),
+                "--name",
+                "smoke",
+            ]
+        )
     assert code == 0
     results = json.loads((tmp_path / "smoke.json").read_text())
     assert [r["load"] for r in results["runs"]] == [
-        {"mode": "closed", "concurrency": 1}, {"mode": "closed", "concurrency": 3}, {"mode": "open", "rate": 20.0},
+        {"mode": "closed", "concurrency": 1},
+        {"mode": "closed", "concurrency": 3},
+        {"mode": "open", "rate": 20.0},
     ]
     for run in results["runs"]:
         assert RUN_FIELDS <= run.keys()
@@ -89,15 +126,45 @@ def test_bench_against_in_process_grpc_server(tmp_path: Path):
 
 @pytest.mark.engine
 def test_bench_raw_grpc_and_hf_on_the_tiny_model(tmp_path: Path):
-    env = dict(os.environ, OMP_NUM_THREADS="2", VLLM_CACHE_ROOT=str(tmp_path / "vllm-cache"),
-               PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="2",
+        VLLM_CACHE_ROOT=str(tmp_path / "vllm-cache"),
+        PYTHONUNBUFFERED="1",
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "genai_services.bench", "--model", "tiny",
-         "--engine", "dtype=float32", "--engine", "max_num_seqs=8", "--engine", "max_model_len=4096",
-         "--engine", "cpu_kv_cache_space_gib=1",
-         "--targets", "raw,grpc,hf", "--concurrency", "2", "--requests", "4", "--warmup", "1",
-         "--out", str(tmp_path), "--name", "tiny"],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "genai_services.bench",
+            "--model",
+            "tiny",
+            "--engine",
+            "dtype=float32",
+            "--engine",
+            "max_num_seqs=8",
+            "--engine",
+            "max_model_len=4096",
+            "--engine",
+            "cpu_kv_cache_space_gib=1",
+            "--targets",
+            "raw,grpc,hf",
+            "--concurrency",
+            "2",
+            "--requests",
+            "4",
+            "--warmup",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "tiny",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((tmp_path / "tiny.json").read_text())
@@ -111,5 +178,8 @@ def test_bench_raw_grpc_and_hf_on_the_tiny_model(tmp_path: Path):
     assert [row[5] for row in by_target["hf"]["samples"]["rows"]] == [
         row[5] for row in by_target["raw"]["samples"]["rows"]
     ]
-    assert {x["name"] for x in results["ratios"]} >= {"b_over_a_throughput", "b_over_d_throughput_at_p99"}
+    assert {x["name"] for x in results["ratios"]} >= {
+        "b_over_a_throughput",
+        "b_over_d_throughput_at_p99",
+    }
     assert "b_over_a_throughput" in (tmp_path / "tiny.md").read_text()

@@ -31,7 +31,8 @@ def test_streamed_call_records_one_ttft_and_n_minus_1_gaps() -> None:
     labels = {"service": MSG, "method": "StreamRewriteDraft"}
     before = {n: value(n, **labels) for n in (
         "genai_time_to_first_token_seconds_count", "genai_inter_token_latency_seconds_count",
-        "genai_output_tokens_total", "genai_requests_total")}
+        "genai_output_tokens_total")}
+    before["genai_requests_total"] = value("genai_requests_total", **labels, code="OK")
     fake = FakeEngine(lambda r: TEN_WORDS, delay_s=0.01)  # ten 1-token chunks
     with in_process_server(fake) as (channel, _):
         parts = list(msg_grpc.MessagingServiceStub(channel).StreamRewriteDraft(

@@ -27,7 +27,9 @@ def _split(url: str) -> tuple[str, int, str]:
     return parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
 
 
-async def _open(url: str, method: str, body: bytes | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int, dict[str, str]]:
+async def _open(
+    url: str, method: str, body: bytes | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int, dict[str, str]]:
     host, port, path = _split(url)
     reader, writer = await asyncio.open_connection(host, port, limit=2**22)
     head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close", "Accept: */*"]
@@ -49,7 +51,9 @@ async def _open(url: str, method: str, body: bytes | None) -> tuple[asyncio.Stre
     return reader, writer, status, headers
 
 
-async def _body_chunks(reader: asyncio.StreamReader, headers: dict[str, str]) -> AsyncIterator[bytes]:
+async def _body_chunks(
+    reader: asyncio.StreamReader, headers: dict[str, str]
+) -> AsyncIterator[bytes]:
     if headers.get("transfer-encoding", "").lower() == "chunked":
         while True:
             size_line = await reader.readline()

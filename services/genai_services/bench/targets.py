@@ -39,6 +39,7 @@ from typing import Any
 from genai_core.config import AdmissionConfig, EngineConfig, parse_config
 from genai_core.engine.call import CallContext
 from genai_core.engine.types import GenerationRequest
+
 from genai_services.bench import http
 from genai_services.bench.workload import WorkItem
 from genai_services.messaging.domain import LengthLimiter
@@ -46,8 +47,11 @@ from genai_services.messaging.domain import LengthLimiter
 DEFAULT_HF_TOKENS = 64
 """Output length of the Hugging Face baseline when no reference length is known."""
 
-BENCH_ADMISSION: dict[str, Any] = {"max_waiting_requests": 100_000, "max_waiting_prompt_tokens": 1 << 30,
-                                   "max_request_time_s": 3600.0}
+BENCH_ADMISSION: dict[str, Any] = {
+    "max_waiting_requests": 100_000,
+    "max_waiting_prompt_tokens": 1 << 30,
+    "max_request_time_s": 3600.0,
+}
 """Our service's admission limits during benchmarks: never refuse, so every target
 serves the same requests (the other targets have no admission control)."""
 
@@ -168,7 +172,9 @@ class InProcessEngine:
     def __init__(self, config: EngineConfig, model_path: str) -> None:
         from genai_core.engine.vllm_engine import VllmEngine
 
-        self.engine = VllmEngine(config, model_path, admission=parse_config({"admission": BENCH_ADMISSION}).admission)
+        self.engine = VllmEngine(
+            config, model_path, admission=parse_config({"admission": BENCH_ADMISSION}).admission
+        )
         self.startup_s: float | None = None
         self._users = 0
         self._started = False
@@ -185,7 +191,7 @@ class InProcessEngine:
         """Forget cached prompts, so a second target on this engine starts as cold as the first."""
         import inspect
 
-        llm = self.engine._llm  # noqa: SLF001
+        llm = self.engine._llm
         reset = getattr(llm, "reset_prefix_cache", None)
         if reset is not None:
             result = reset()
@@ -202,7 +208,7 @@ class InProcessEngine:
 def sampling_params(engine: Any, request: GenerationRequest) -> Any:
     """The SamplingParams our VllmEngine builds for `request`."""
     if hasattr(engine, "_sampling_params"):
-        return engine._sampling_params(request)  # noqa: SLF001 - the very same parameters
+        return engine._sampling_params(request)
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
@@ -214,7 +220,9 @@ def sampling_params(engine: Any, request: GenerationRequest) -> Any:
         stop=list(request.stop) or None,
         output_kind=RequestOutputKind.DELTA,
         structured_outputs=(
-            StructuredOutputsParams(json=request.json_schema) if request.json_schema is not None else None
+            StructuredOutputsParams(json=request.json_schema)
+            if request.json_schema is not None
+            else None
         ),
     )
 
@@ -238,15 +246,23 @@ class RawTarget(Target):
         self._ids = {id(i): render(i.generation.messages) for i in items}
 
     async def call(self, item: WorkItem) -> Sample:
-        llm = self.shared.engine._llm  # noqa: SLF001 - the ceiling is AsyncLLM itself
+        llm = self.shared.engine._llm
         ids = self._ids.get(id(item)) or self.shared.engine.render_prompt(item.generation.messages)
         params = sampling_params(self.shared.engine, item.generation)
         sample = Sample(item.index, item.feature, time.perf_counter(), prompt_tokens=len(ids))
-        visible = _Visible(sample, item.max_length_chars) if item.streaming and item.max_length_chars else None
+        visible = (
+            _Visible(sample, item.max_length_chars)
+            if item.streaming and item.max_length_chars
+            else None
+        )
         try:
             async with contextlib.aclosing(
-                llm.generate({"prompt_token_ids": ids}, params, f"bench-{uuid.uuid4().hex}",
-                             priority=priority(item))
+                llm.generate(
+                    {"prompt_token_ids": ids},
+                    params,
+                    f"bench-{uuid.uuid4().hex}",
+                    priority=priority(item),
+                )
             ) as outputs:
                 async for out in outputs:
                     now = time.perf_counter()
@@ -256,7 +272,11 @@ class RawTarget(Target):
                         sample.first_token = now - sample.start
                     sample.cached_tokens = out.num_cached_tokens or 0
                     metrics = getattr(out, "metrics", None)
-                    if metrics is not None and getattr(metrics, "scheduled_ts", 0) and getattr(metrics, "queued_ts", 0):
+                    if (
+                        metrics is not None
+                        and getattr(metrics, "scheduled_ts", 0)
+                        and getattr(metrics, "queued_ts", 0)
+                    ):
                         sample.queue_s = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
                     if visible is not None:
                         visible.feed(completion.text, now)
@@ -329,7 +349,11 @@ class _Process:
         self.log_path = log_path
         self.cmd = cmd
         self.process = subprocess.Popen(
-            cmd, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+            cmd,
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
 
     def log_tail(self, chars: int = 3000) -> str:
@@ -370,11 +394,13 @@ async def _scrape(url: str | None) -> dict[str, float] | None:
         return None
     try:
         status, text = await http.get(url, timeout=10)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return None
     if status != 200:
         return None
-    return {k: v for k, v in http.parse_prometheus(text).items() if k.startswith(("vllm:", "genai_"))}
+    return {
+        k: v for k, v in http.parse_prometheus(text).items() if k.startswith(("vllm:", "genai_"))
+    }
 
 
 # --- (b) our gRPC server ------------------------------------------------------------------
@@ -385,9 +411,16 @@ class GrpcTarget(Target):
 
     name = "grpc"
 
-    def __init__(self, engine: dict[str, Any] | None, model_path: str | None, workdir: Path,
-                 address: str | None = None, metrics_url: str | None = None, channels: int = 4,
-                 start_timeout_s: float = 900) -> None:
+    def __init__(
+        self,
+        engine: dict[str, Any] | None,
+        model_path: str | None,
+        workdir: Path,
+        address: str | None = None,
+        metrics_url: str | None = None,
+        channels: int = 4,
+        start_timeout_s: float = 900,
+    ) -> None:
         self.engine = engine or {}
         self.model_path = model_path
         self.workdir = workdir
@@ -429,7 +462,9 @@ class GrpcTarget(Target):
             self.address = f"127.0.0.1:{port}"
             self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         options = [("grpc.max_receive_message_length", 16 << 20)]
-        self._channels = [grpc.aio.insecure_channel(self.address, options=options) for _ in range(self.n_channels)]
+        self._channels = [
+            grpc.aio.insecure_channel(self.address, options=options) for _ in range(self.n_channels)
+        ]
         health = health_pb2_grpc.HealthStub(self._channels[0])
         deadline = time.monotonic() + self.start_timeout_s
         while True:
@@ -442,7 +477,9 @@ class GrpcTarget(Target):
             except grpc.aio.AioRpcError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"gRPC server at {self.address} not SERVING after {self.start_timeout_s}s")
+                raise TimeoutError(
+                    f"gRPC server at {self.address} not SERVING after {self.start_timeout_s}s"
+                )
             await asyncio.sleep(0.5)
         self.startup_s = time.perf_counter() - t0
 
@@ -475,8 +512,11 @@ class GrpcTarget(Target):
                     if part.HasField("usage"):
                         usage = part.usage
             else:
-                rpc = {"feed": feed.RankPosts, "suggest": messaging.SuggestReplies,
-                       "search": search.UnderstandQuery}[item.feature]
+                rpc = {
+                    "feed": feed.RankPosts,
+                    "suggest": messaging.SuggestReplies,
+                    "search": search.UnderstandQuery,
+                }[item.feature]
                 usage = (await rpc(item.request, metadata=metadata)).usage
         except Exception as e:  # noqa: BLE001
             sample.ok, sample.error = False, _error(e)
@@ -497,8 +537,10 @@ class GrpcTarget(Target):
         if self.proc is not None:
             code = await self.proc.stop()
             if code not in (0, None):
-                print(f"bench: genai serve exited with {code}; log tail:\n{self.proc.log_tail(1500)}",
-                      file=sys.stderr)
+                print(
+                    f"bench: genai serve exited with {code}; log tail:\n{self.proc.log_tail(1500)}",
+                    file=sys.stderr,
+                )
             self.proc = None
             self.address = None
 
@@ -512,16 +554,35 @@ def openai_server_args(config: EngineConfig, model_path: str) -> list[str]:
 
     a = engine_args(config, model_path)
     flags = [
-        "--model", a.model, "--tokenizer", a.tokenizer, "--served-model-name", "bench",
-        "--dtype", str(a.dtype), "--max-model-len", str(a.max_model_len),
-        "--max-num-seqs", str(a.max_num_seqs), "--tensor-parallel-size", str(a.tensor_parallel_size),
-        "--gpu-memory-utilization", str(a.gpu_memory_utilization), "--seed", str(a.seed),
-        "--kv-cache-dtype", str(a.kv_cache_dtype), "--scheduling-policy", str(a.scheduling_policy),
+        "--model",
+        a.model,
+        "--tokenizer",
+        a.tokenizer,
+        "--served-model-name",
+        "bench",
+        "--dtype",
+        str(a.dtype),
+        "--max-model-len",
+        str(a.max_model_len),
+        "--max-num-seqs",
+        str(a.max_num_seqs),
+        "--tensor-parallel-size",
+        str(a.tensor_parallel_size),
+        "--gpu-memory-utilization",
+        str(a.gpu_memory_utilization),
+        "--seed",
+        str(a.seed),
+        "--kv-cache-dtype",
+        str(a.kv_cache_dtype),
+        "--scheduling-policy",
+        str(a.scheduling_policy),
         "--enable-prefix-caching" if a.enable_prefix_caching else "--no-enable-prefix-caching",
         # Same structured-output backend and whitespace rule as our engine.
-        "--structured-outputs-config", json.dumps(_structured_outputs(a.structured_outputs_config)),
+        "--structured-outputs-config",
+        json.dumps(_structured_outputs(a.structured_outputs_config)),
         # Sampling defaults from the model's generation_config would differ from ours.
-        "--generation-config", "vllm",
+        "--generation-config",
+        "vllm",
     ]
     if a.enforce_eager:
         flags.append("--enforce-eager")
@@ -541,15 +602,19 @@ OPTIONAL_SERVER_FLAGS = ["--disable-uvicorn-access-log", "--enable-prompt-tokens
 def _structured_outputs(config: Any) -> dict[str, Any]:
     if config is None:
         return {}
-    keys = ("backend", "disable_any_whitespace", "disable_fallback", "disable_additional_properties")
+    keys = (
+        "backend",
+        "disable_any_whitespace",
+        "disable_fallback",
+        "disable_additional_properties",
+    )
     return {k: getattr(config, k) for k in keys if hasattr(config, k)}
 
 
 def load_tokenizer(path: str) -> Any:
     """The tokenizer with the chat template our engine renders with."""
-    from transformers import AutoTokenizer
-
     from genai_core.engine.vllm_engine import _FALLBACK_TEMPLATE
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not getattr(tokenizer, "chat_template", None):
@@ -558,11 +623,13 @@ def load_tokenizer(path: str) -> Any:
 
 
 def render_text(tokenizer: Any, request: GenerationRequest) -> str:
-    return str(tokenizer.apply_chat_template(
-        [{"role": m.role, "content": m.content} for m in request.messages],
-        tokenize=False,
-        add_generation_prompt=True,
-    ))
+    return str(
+        tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in request.messages],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+    )
 
 
 class OpenAITarget(Target):
@@ -571,8 +638,14 @@ class OpenAITarget(Target):
 
     name = "openai"
 
-    def __init__(self, engine: dict[str, Any] | None, model_path: str, workdir: Path,
-                 url: str | None = None, start_timeout_s: float = 900) -> None:
+    def __init__(
+        self,
+        engine: dict[str, Any] | None,
+        model_path: str,
+        workdir: Path,
+        url: str | None = None,
+        start_timeout_s: float = 900,
+    ) -> None:
         self.engine = engine or {}
         self.model_path = model_path
         self.workdir = workdir
@@ -595,8 +668,16 @@ class OpenAITarget(Target):
             self.workdir.mkdir(parents=True, exist_ok=True)
             config = engine_config(self.engine, self.model_path)
             port = free_port()
-            base = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-                    *openai_server_args(config, self.model_path), "--host", "127.0.0.1", "--port", str(port)]
+            base = [
+                sys.executable,
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                *openai_server_args(config, self.model_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ]
             self.command = base + optional
             env = server_env(self.workdir)
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{config.cpu_kv_cache_space_gib:g}")
@@ -604,8 +685,12 @@ class OpenAITarget(Target):
             self.base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + self.start_timeout_s
         while True:
-            if self.proc is not None and self.proc.process.poll() is not None and optional \
-                    and "unrecognized arguments" in self.proc.log_tail():
+            if (
+                self.proc is not None
+                and self.proc.process.poll() is not None
+                and optional
+                and "unrecognized arguments" in self.proc.log_tail()
+            ):
                 # An older vLLM: start again without the reporting-only flags.
                 optional = []
                 self.command = base
@@ -616,14 +701,20 @@ class OpenAITarget(Target):
                 status, _ = await http.get(self.base_url + "/health", timeout=2)
                 if status == 200:
                     break
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.base_url} not healthy after {self.start_timeout_s}s")
             await asyncio.sleep(0.5)
         # Older servers may refuse return_token_ids; then output tokens of a stream cut
         # short are counted as chunks.
-        probe = {"model": "bench", "prompt": "Hello", "max_tokens": 2, "stream": True, "return_token_ids": True}
+        probe = {
+            "model": "bench",
+            "prompt": "Hello",
+            "max_tokens": 2,
+            "stream": True,
+            "return_token_ids": True,
+        }
         try:
             async for _ in http.post_sse(self.base_url + "/v1/completions", probe):
                 pass
@@ -661,12 +752,18 @@ class OpenAITarget(Target):
     async def call(self, item: WorkItem) -> Sample:
         assert self.base_url is not None
         sample = Sample(item.index, item.feature, time.perf_counter())
-        visible = _Visible(sample, item.max_length_chars) if item.streaming and item.max_length_chars else None
+        visible = (
+            _Visible(sample, item.max_length_chars)
+            if item.streaming and item.max_length_chars
+            else None
+        )
         chunks = 0
         seen_tokens = 0
         usage: dict[str, Any] | None = None
         try:
-            async with contextlib.aclosing(http.post_sse(self.base_url + "/v1/completions", self.payload(item))) as events:
+            async with contextlib.aclosing(
+                http.post_sse(self.base_url + "/v1/completions", self.payload(item))
+            ) as events:
                 async for event in events:
                     now = time.perf_counter()
                     if event.get("usage"):
@@ -744,7 +841,9 @@ class HFTarget(Target):
 
     name = "hf"
 
-    def __init__(self, model_path: str, dtype: str = "auto", batch_size: int = 1, device: str | None = None) -> None:
+    def __init__(
+        self, model_path: str, dtype: str = "auto", batch_size: int = 1, device: str | None = None
+    ) -> None:
         self.model_path = model_path
         self.dtype = dtype
         self.batch_size = max(1, batch_size)
@@ -755,8 +854,12 @@ class HFTarget(Target):
         self._worker: asyncio.Task[None] | None = None
 
     def settings(self) -> dict[str, Any]:
-        return {"batch_size": self.batch_size, "device": self.device, "dtype": self.dtype,
-                "attention": getattr(getattr(self.model, "config", None), "_attn_implementation", None)}
+        return {
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "dtype": self.dtype,
+            "attention": getattr(getattr(self.model, "config", None), "_attn_implementation", None),
+        }
 
     def _load(self) -> None:
         import torch
@@ -764,9 +867,11 @@ class HFTarget(Target):
 
         if self.device is None:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(
-            self.dtype, torch.bfloat16 if self.device == "cuda" else torch.float32
-        )
+        dtype = {
+            "float32": torch.float32,
+            "float16": torch.float16,
+            "bfloat16": torch.bfloat16,
+        }.get(self.dtype, torch.bfloat16 if self.device == "cuda" else torch.float32)
         self.dtype = str(dtype).removeprefix("torch.")
         if self.device == "cpu" and os.environ.get("OMP_NUM_THREADS"):
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -801,11 +906,15 @@ class HFTarget(Target):
             while len(batch) < self.batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                samples = await asyncio.to_thread(self._generate, [(item, t0) for item, _, t0 in batch])
+                samples = await asyncio.to_thread(
+                    self._generate, [(item, t0) for item, _, t0 in batch]
+                )
             except Exception as e:  # noqa: BLE001
                 now = time.perf_counter()
-                samples = [Sample(item.index, item.feature, t0, end=now, ok=False, error=_error(e))
-                           for item, _, t0 in batch]
+                samples = [
+                    Sample(item.index, item.feature, t0, end=now, ok=False, error=_error(e))
+                    for item, _, t0 in batch
+                ]
             for (_, future, _), sample in zip(batch, samples):
                 if not future.done():
                     future.set_result(sample)
@@ -815,16 +924,27 @@ class HFTarget(Target):
 
         tok = self.tokenizer
         texts = [render_text(tok, item.generation) for item, _ in batch]
-        lengths = [max(1, min(item.ref_output_tokens or DEFAULT_HF_TOKENS, item.generation.max_output_tokens))
-                   for item, _ in batch]
+        lengths = [
+            max(
+                1,
+                min(item.ref_output_tokens or DEFAULT_HF_TOKENS, item.generation.max_output_tokens),
+            )
+            for item, _ in batch
+        ]
         new_tokens = max(lengths)
         began = time.perf_counter()
-        encoded = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        encoded = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+            self.device
+        )
         times = _TokenTimes()
         with torch.inference_mode():
             out = self.model.generate(
-                **encoded, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                pad_token_id=tok.pad_token_id, streamer=times,
+                **encoded,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+                streamer=times,
             )
         if self.device == "cuda":
             torch.cuda.synchronize()
@@ -832,8 +952,15 @@ class HFTarget(Target):
         prompt_width = encoded["input_ids"].shape[1]
         samples: list[Sample] = []
         for row, ((item, t0), n) in enumerate(zip(batch, lengths)):
-            sample = Sample(item.index, item.feature, t0, end=end, output_tokens=n,
-                            prompt_tokens=int(encoded["attention_mask"][row].sum()), queue_s=began - t0)
+            sample = Sample(
+                item.index,
+                item.feature,
+                t0,
+                end=end,
+                output_tokens=n,
+                prompt_tokens=int(encoded["attention_mask"][row].sum()),
+                queue_s=began - t0,
+            )
             if times.times:
                 sample.first_token = times.times[0] - t0
             if len(batch) == 1:
@@ -845,7 +972,9 @@ class HFTarget(Target):
                     previous = ""
                     for k in range(n):
                         text = tok.decode(ids[: k + 1], skip_special_tokens=True)
-                        visible.feed(text[len(previous):], times.times[k] if k < len(times.times) else end)
+                        visible.feed(
+                            text[len(previous) :], times.times[k] if k < len(times.times) else end
+                        )
                         previous = text
                         if visible.done:
                             break

@@ -20,8 +20,8 @@ from typing import Any
 from genai.feed.v1 import feed_service_pb2 as feed_pb
 from genai.messaging.v1 import messaging_service_pb2 as messaging_pb
 from genai.search.v1 import search_service_pb2 as search_pb
-
 from genai_core.engine.types import GenerationRequest
+
 from genai_services.feed import convert as feed_convert
 from genai_services.feed import prompts as feed_prompts
 from genai_services.messaging import convert as messaging_convert
@@ -42,45 +42,133 @@ METHODS = {
 STREAMING = frozenset({"rewrite"})
 
 _TITLES = [
-    "Senior Software Engineer", "Data Scientist", "Product Manager", "Engineering Manager",
-    "UX Designer", "Machine Learning Engineer", "Marketing Lead", "Recruiter", "DevOps Engineer",
-    "Sales Director", "Financial Analyst", "Backend Developer", "Nurse Practitioner",
-    "Supply Chain Analyst", "Content Strategist", "Security Architect",
+    "Senior Software Engineer",
+    "Data Scientist",
+    "Product Manager",
+    "Engineering Manager",
+    "UX Designer",
+    "Machine Learning Engineer",
+    "Marketing Lead",
+    "Recruiter",
+    "DevOps Engineer",
+    "Sales Director",
+    "Financial Analyst",
+    "Backend Developer",
+    "Nurse Practitioner",
+    "Supply Chain Analyst",
+    "Content Strategist",
+    "Security Architect",
 ]
 _COMPANIES = [
-    "Acme Corp", "Globex", "Initech", "Umbrella Health", "Northwind", "Contoso", "Stark Logistics",
-    "Wayne Analytics", "Hooli", "Vandelay Industries", "Pied Piper", "Tyrell Systems",
+    "Acme Corp",
+    "Globex",
+    "Initech",
+    "Umbrella Health",
+    "Northwind",
+    "Contoso",
+    "Stark Logistics",
+    "Wayne Analytics",
+    "Hooli",
+    "Vandelay Industries",
+    "Pied Piper",
+    "Tyrell Systems",
 ]
 _CITIES = [
-    "Berlin", "London", "Paris", "Amsterdam", "New York", "San Francisco", "Toronto", "Bangalore",
-    "Singapore", "Madrid", "Dublin", "Munich", "Austin", "Sydney",
+    "Berlin",
+    "London",
+    "Paris",
+    "Amsterdam",
+    "New York",
+    "San Francisco",
+    "Toronto",
+    "Bangalore",
+    "Singapore",
+    "Madrid",
+    "Dublin",
+    "Munich",
+    "Austin",
+    "Sydney",
 ]
 _SKILLS = [
-    "Python", "Kubernetes", "machine learning", "product strategy", "SQL", "React", "Rust",
-    "distributed systems", "data visualization", "negotiation", "public speaking", "Go",
-    "cloud security", "A/B testing", "supply chain planning", "financial modeling", "Figma",
-    "technical hiring", "LLM evaluation", "MLOps", "people management", "TypeScript",
+    "Python",
+    "Kubernetes",
+    "machine learning",
+    "product strategy",
+    "SQL",
+    "React",
+    "Rust",
+    "distributed systems",
+    "data visualization",
+    "negotiation",
+    "public speaking",
+    "Go",
+    "cloud security",
+    "A/B testing",
+    "supply chain planning",
+    "financial modeling",
+    "Figma",
+    "technical hiring",
+    "LLM evaluation",
+    "MLOps",
+    "people management",
+    "TypeScript",
 ]
 _TOPICS = [
-    "career growth", "remote work", "hiring", "AI", "leadership", "startups", "open source",
-    "productivity", "data engineering", "design systems", "sustainability", "fintech",
-    "healthcare", "cloud computing", "mentoring", "layoffs", "conferences",
+    "career growth",
+    "remote work",
+    "hiring",
+    "AI",
+    "leadership",
+    "startups",
+    "open source",
+    "productivity",
+    "data engineering",
+    "design systems",
+    "sustainability",
+    "fintech",
+    "healthcare",
+    "cloud computing",
+    "mentoring",
+    "layoffs",
+    "conferences",
 ]
 _NAMES = [
-    "Ana Silva", "Ben Okafor", "Chen Wei", "Dara Nolan", "Elif Kaya", "Farid Haddad",
-    "Greta Lind", "Hiro Tanaka", "Ines Moreau", "Jon Berg", "Kavya Rao", "Luca Rossi",
-    "Maya Cohen", "Nils Petersen", "Olu Adeyemi", "Priya Nair",
+    "Ana Silva",
+    "Ben Okafor",
+    "Chen Wei",
+    "Dara Nolan",
+    "Elif Kaya",
+    "Farid Haddad",
+    "Greta Lind",
+    "Hiro Tanaka",
+    "Ines Moreau",
+    "Jon Berg",
+    "Kavya Rao",
+    "Luca Rossi",
+    "Maya Cohen",
+    "Nils Petersen",
+    "Olu Adeyemi",
+    "Priya Nair",
 ]
 _ACTIVITIES = [
-    "commented on a post about {topic}", "shared an article on {skill}",
-    "completed a course in {skill}", "liked a post by {name} about {topic}",
-    "started a new role as {title} at {company}", "attended a meetup on {topic} in {city}",
-    "endorsed {name} for {skill}", "wrote a post on lessons learned in {topic}",
+    "commented on a post about {topic}",
+    "shared an article on {skill}",
+    "completed a course in {skill}",
+    "liked a post by {name} about {topic}",
+    "started a new role as {title} at {company}",
+    "attended a meetup on {topic} in {city}",
+    "endorsed {name} for {skill}",
+    "wrote a post on lessons learned in {topic}",
 ]
 _POST_OPENERS = [
-    "Excited to share that", "After five years at {company},", "Hot take:", "We are hiring!",
-    "Just wrapped up a talk on {topic}.", "Lessons from our migration to {skill}:",
-    "Quick thread on {topic}.", "Proud of the team at {company}:",
+    "Excited to share that",
+    "After five years at {company},",
+    "Hot take:",
+    "We are hiring!",
+    "Just wrapped up a talk on {topic}.",
+    "Lessons from our migration to {skill}:",
+    "Quick thread on {topic}.",
+    "Proud of the team at {company}:",
 ]
 _POST_SENTENCES = [
     "we shipped a new {skill} pipeline that cut costs by {n} percent",
@@ -95,19 +183,24 @@ _POST_SENTENCES = [
     "happy to mentor anyone moving into {skill} this year",
 ]
 _MESSAGE_SENTENCES = [
-    "Hi {first}, thanks for connecting!", "Are you open to a quick call next week?",
+    "Hi {first}, thanks for connecting!",
+    "Are you open to a quick call next week?",
     "I saw your post about {topic} and had a question.",
     "We have an opening for a {title} at {company} in {city}.",
-    "Would Tuesday at 3pm work for you?", "Could you share the slides from your talk on {skill}?",
+    "Would Tuesday at 3pm work for you?",
+    "Could you share the slides from your talk on {skill}?",
     "I am not looking for a new role right now, but happy to stay in touch.",
     "Let me check my calendar and get back to you.",
     "The team was impressed by your experience with {skill}.",
-    "Sure, I can send over my resume by Friday.", "Thanks again for the intro to {name}!",
+    "Sure, I can send over my resume by Friday.",
+    "Thanks again for the intro to {name}!",
     "Do you know anyone who would be a good fit for this?",
 ]
 _DRAFT_SENTENCES = [
-    "hey can u send me the report by eod", "i think we should move the meeting to thursday",
-    "thx for the intro to {name}, really appreciate it", "not sure the {skill} plan is ready yet tbh",
+    "hey can u send me the report by eod",
+    "i think we should move the meeting to thursday",
+    "thx for the intro to {name}, really appreciate it",
+    "not sure the {skill} plan is ready yet tbh",
     "we need to talk about the budget for {topic} before the offsite",
     "sorry for the late reply, been swamped with the {company} launch",
     "can we push the deadline a week, the data from {city} is late",
@@ -116,14 +209,25 @@ _DRAFT_SENTENCES = [
     "great chatting today, lets keep in touch about the {title} role",
 ]
 _QUERY_TEMPLATES = [
-    "{skill} jobs in {city}", "{title} {company}", "{name}", "{skill} courses",
-    "remote {title} roles", "{company} careers {city}", "{topic} groups", "people who know {skill}",
-    "{title} jobs {city} remote", "best posts about {topic}", "{skill} and {skill2} engineer {city}",
+    "{skill} jobs in {city}",
+    "{title} {company}",
+    "{name}",
+    "{skill} courses",
+    "remote {title} roles",
+    "{company} careers {city}",
+    "{topic} groups",
+    "people who know {skill}",
+    "{title} jobs {city} remote",
+    "best posts about {topic}",
+    "{skill} and {skill2} engineer {city}",
 ]
 _LOCALES = ["en-US", "en-GB", "de-DE", "fr-FR", ""]
 _TONES = [
-    messaging_pb.TONE_PROFESSIONAL, messaging_pb.TONE_FRIENDLY, messaging_pb.TONE_CASUAL,
-    messaging_pb.TONE_CONCISE, messaging_pb.TONE_CONFIDENT,
+    messaging_pb.TONE_PROFESSIONAL,
+    messaging_pb.TONE_FRIENDLY,
+    messaging_pb.TONE_CASUAL,
+    messaging_pb.TONE_CONCISE,
+    messaging_pb.TONE_CONFIDENT,
 ]
 
 
@@ -165,8 +269,14 @@ class _Words:
         skill, skill2 = self.rng.sample(_SKILLS, 2)
         name = self.pick(_NAMES)
         return template.format(
-            skill=skill, skill2=skill2, topic=self.pick(_TOPICS), name=name, first=name.split()[0],
-            title=self.pick(_TITLES), company=self.pick(_COMPANIES), city=self.pick(_CITIES),
+            skill=skill,
+            skill2=skill2,
+            topic=self.pick(_TOPICS),
+            name=name,
+            first=name.split()[0],
+            title=self.pick(_TITLES),
+            company=self.pick(_COMPANIES),
+            city=self.pick(_CITIES),
             n=self.rng.randint(5, 60),
         )
 
@@ -179,7 +289,9 @@ class _Words:
                 pool = list(templates)
                 self.rng.shuffle(pool)
             out.append(self.fill(pool.pop()))
-        return " ".join(s[0].upper() + s[1:] + ("" if s.endswith(("!", "?", ".", ":")) else ".") for s in out)
+        return " ".join(
+            s[0].upper() + s[1:] + ("" if s.endswith(("!", "?", ".", ":")) else ".") for s in out
+        )
 
 
 def _typo(rng: random.Random, text: str) -> str:
@@ -195,7 +307,9 @@ def _typo(rng: random.Random, text: str) -> str:
     return " ".join(words)
 
 
-def make_feed(w: _Words, index: int, candidates: tuple[int, int] = (2, 4)) -> feed_pb.RankPostsRequest:
+def make_feed(
+    w: _Words, index: int, candidates: tuple[int, int] = (2, 4)
+) -> feed_pb.RankPostsRequest:
     rng = w.rng
     member = feed_pb.MemberProfile(
         member_id=f"m{index:05d}",
@@ -265,7 +379,12 @@ def generation_request(feature: str, request: Any) -> GenerationRequest:
     raise ValueError(f"unknown feature {feature!r}; known: {', '.join(FEATURES)}")
 
 
-_MAKERS = {"feed": make_feed, "suggest": make_suggest, "rewrite": make_rewrite, "search": make_search}
+_MAKERS = {
+    "feed": make_feed,
+    "suggest": make_suggest,
+    "rewrite": make_rewrite,
+    "search": make_search,
+}
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -289,7 +408,9 @@ def parse_mix(text: str) -> dict[str, float]:
     return mix
 
 
-def build_workload(count: int, mix: dict[str, float] | str = "feed,suggest,rewrite,search", seed: int = 0) -> list[WorkItem]:
+def build_workload(
+    count: int, mix: dict[str, float] | str = "feed,suggest,rewrite,search", seed: int = 0
+) -> list[WorkItem]:
     """`count` requests, features drawn by weight, in a seeded order.
 
     Features are assigned by largest remainder (so a mix of four equal weights and a
@@ -299,7 +420,9 @@ def build_workload(count: int, mix: dict[str, float] | str = "feed,suggest,rewri
     total = sum(weights.values())
     exact = {f: count * w / total for f, w in weights.items()}
     counts = {f: int(v) for f, v in exact.items()}
-    for f in sorted(exact, key=lambda f: (counts[f] - exact[f], FEATURES.index(f)))[: count - sum(counts.values())]:
+    for f in sorted(exact, key=lambda f: (counts[f] - exact[f], FEATURES.index(f)))[
+        : count - sum(counts.values())
+    ]:
         counts[f] += 1
     order = [f for f in FEATURES if f in counts for _ in range(counts[f])]
     rng = random.Random(seed)
