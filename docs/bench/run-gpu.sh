@@ -9,8 +9,11 @@ mkdir -p "$OUTDIR"
 : > "$OUTDIR/model.txt"
 # The GPU image has grpcio 1.84.0 and the bundle none, while the generated code (ours and
 # grpcio-health-checking's) needs 1.85.0: its wheel travels in .gpu/p03/whl (a zip).
-rm -rf /tmp/grpc185 && for w in .gpu/p03/whl/*.whl; do python -m zipfile -e "$w" /tmp/grpc185; done
-export PYTHONPATH=/tmp/grpc185:/root/site:$PWD/shared:$PWD/services PYTHONUNBUFFERED=1
+# xds-protos (our ORCA load reports) is missing too; its wheel also holds an `opentelemetry`
+# proto package, so it goes after /root/site, where the real opentelemetry wins.
+rm -rf /tmp/grpc185 /tmp/xds && python -m zipfile -e .gpu/p03/whl/grpcio-1.85.0-*.whl /tmp/grpc185 \
+  && python -m zipfile -e .gpu/p03/whl/xds_protos-1.85.0-*.whl /tmp/xds
+export PYTHONPATH=/tmp/grpc185:/root/site:/tmp/xds:$PWD/shared:$PWD/services PYTHONUNBUFFERED=1
 python -c "import grpc; print('grpcio', grpc.__version__)" >> "$OUTDIR/model.txt" 2>&1
 # Generated gRPC code is git-ignored, so it is regenerated here (or taken from the bundle).
 python setup.py --version >/dev/null 2>&1 || true
