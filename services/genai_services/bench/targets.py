@@ -39,6 +39,7 @@ from typing import Any
 from genai_core.config import AdmissionConfig, EngineConfig, parse_config
 from genai_core.engine.call import CallContext
 from genai_core.engine.types import GenerationRequest
+from genai_core.engine.vllm_engine import sampling_params
 
 from genai_services.bench import http
 from genai_services.bench.workload import WorkItem
@@ -205,28 +206,6 @@ class InProcessEngine:
             self._started = False
 
 
-def sampling_params(engine: Any, request: GenerationRequest) -> Any:
-    """The SamplingParams our VllmEngine builds for `request`."""
-    if hasattr(engine, "_sampling_params"):
-        return engine._sampling_params(request)
-    from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-
-    return SamplingParams(
-        max_tokens=request.max_output_tokens,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        seed=request.seed,
-        stop=list(request.stop) or None,
-        output_kind=RequestOutputKind.DELTA,
-        structured_outputs=(
-            StructuredOutputsParams(json=request.json_schema)
-            if request.json_schema is not None
-            else None
-        ),
-    )
-
-
 class RawTarget(Target):
     """(a) AsyncLLM.generate with pre-rendered prompt ids: no wrapper, no gRPC, no parsing."""
 
@@ -248,7 +227,7 @@ class RawTarget(Target):
     async def call(self, item: WorkItem) -> Sample:
         llm = self.shared.engine._llm
         ids = self._ids.get(id(item)) or self.shared.engine.render_prompt(item.generation.messages)
-        params = sampling_params(self.shared.engine, item.generation)
+        params = sampling_params(item.generation)
         sample = Sample(item.index, item.feature, time.perf_counter(), prompt_tokens=len(ids))
         visible = (
             _Visible(sample, item.max_length_chars)

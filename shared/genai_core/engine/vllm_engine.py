@@ -94,6 +94,24 @@ def engine_args(config: EngineConfig, model_path: str) -> Any:
     )
 
 
+def sampling_params(request: GenerationRequest) -> Any:
+    """vLLM's SamplingParams for one of our requests (deltas out, JSON schema if any)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+    return SamplingParams(
+        max_tokens=request.max_output_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        seed=request.seed,
+        stop=list(request.stop) or None,
+        output_kind=RequestOutputKind.DELTA,
+        structured_outputs=(
+            StructuredOutputsParams(json=request.json_schema) if request.json_schema is not None else None
+        ),
+    )
+
+
 class VllmEngine(Engine):
     """AsyncLLM behind the Engine interface.
 
@@ -218,22 +236,6 @@ class VllmEngine(Engine):
         if self._llm is None or self._closing:
             raise EngineNotReady("the model is not loaded yet or the server is shutting down; retry")
 
-    def _sampling_params(self, request: GenerationRequest) -> Any:
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-
-        return SamplingParams(
-            max_tokens=request.max_output_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            seed=request.seed,
-            stop=list(request.stop) or None,
-            output_kind=RequestOutputKind.DELTA,
-            structured_outputs=(
-                StructuredOutputsParams(json=request.json_schema) if request.json_schema is not None else None
-            ),
-        )
-
     async def _stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
         from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -254,7 +256,7 @@ class VllmEngine(Engine):
             async with contextlib.aclosing(
                 self._llm.generate(
                     {"prompt_token_ids": prompt_ids},
-                    self._sampling_params(request),
+                    sampling_params(request),
                     call.request_id,
                     priority=call.priority,
                 )
