@@ -38,7 +38,7 @@ def test_defaults_parse(data):
     assert config.engine.max_model_len == 8192
     assert config.server.port == 50051
     assert config.server.services == SERVICE_NAMES
-    assert config.engine.model_name == config.engine.model
+    assert config.engine.model_name == "SmolLM2-135M-Instruct"  # what "default" serves
     assert config.problems() == []
 
 
