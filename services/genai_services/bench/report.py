@@ -381,6 +381,20 @@ def plots(results: dict[str, Any], out_dir: Path, name: str) -> list[Path]:
     except ImportError:
         return []
     written: list[Path] = []
+
+    def save(fig: Any, axes: Any, file_name: str, suptitle: str | None = None) -> None:
+        for ax in axes:
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        if suptitle:
+            fig.suptitle(suptitle)
+        fig.tight_layout()
+        path = out_dir / file_name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
     targets = list(dict.fromkeys(r["target"] for r in results["runs"]))
     closed = {t: sorted(_runs(results, t), key=_load_value) for t in targets}
     closed = {t: rs for t, rs in closed.items() if rs}
@@ -417,16 +431,7 @@ def plots(results: dict[str, Any], out_dir: Path, name: str) -> list[Path]:
             yscale="log",
             title="time to first text vs load",
         )
-        for ax in axes:
-            ax.grid(alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
-        fig.suptitle(title)
-        fig.tight_layout()
-        path = out_dir / f"{name}-latency.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        save(fig, axes, f"{name}-latency.png", title)
 
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
         for t, rs in closed.items():
@@ -437,16 +442,7 @@ def plots(results: dict[str, Any], out_dir: Path, name: str) -> list[Path]:
         axes[1].set(
             xlabel="concurrency", ylabel="output tokens/s", title="output tokens/s vs concurrency"
         )
-        for ax in axes:
-            ax.grid(alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
-        fig.suptitle(title)
-        fig.tight_layout()
-        path = out_dir / f"{name}-throughput.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        save(fig, axes, f"{name}-throughput.png", title)
     opened = {t: sorted(_runs(results, t, "open"), key=_load_value) for t in targets}
     opened = {t: rs for t, rs in opened.items() if rs}
     if opened:
@@ -468,13 +464,7 @@ def plots(results: dict[str, Any], out_dir: Path, name: str) -> list[Path]:
             yscale="log",
             title=f"open loop: {title}",
         )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"{name}-open-loop.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        save(fig, [ax], f"{name}-open-loop.png")
     return written
 
 
