@@ -9,18 +9,25 @@ mkdir -p "$OUTDIR"
 : > "$OUTDIR/model.txt"
 # The GPU image has grpcio 1.84.0 and the bundle none, while the generated code (ours and
 # grpcio-health-checking's) needs 1.85.0: its wheel travels in .gpu/p03/whl (a zip).
-# xds-protos (our ORCA load reports) is missing too; its wheel also holds an `opentelemetry`
-# proto package, so it goes after /root/site, where the real opentelemetry wins.
-rm -rf /tmp/grpc185 /tmp/xds && python -m zipfile -e .gpu/p03/whl/grpcio-1.85.0-*.whl /tmp/grpc185 \
-  && python -m zipfile -e .gpu/p03/whl/xds_protos-1.85.0-*.whl /tmp/xds
+# xds-protos (our ORCA load reports) is missing too. Only its xds, validate and udpa packages
+# are taken: the wheel also has `google/__init__.py` and `opentelemetry/__init__.py`, regular
+# packages that would hide the bundle's namespace packages (google.protobuf, the OTel SDK)
+# wherever they sat on the path.
+rm -rf /tmp/grpc185 /tmp/xds /tmp/xds-wheel && python -m zipfile -e .gpu/p03/whl/grpcio-1.85.0-*.whl /tmp/grpc185 \
+  && python -m zipfile -e .gpu/p03/whl/xds_protos-1.85.0-*.whl /tmp/xds-wheel \
+  && mkdir -p /tmp/xds && mv /tmp/xds-wheel/xds /tmp/xds-wheel/validate /tmp/xds-wheel/udpa /tmp/xds/
 export PYTHONPATH=/tmp/grpc185:/root/site:/tmp/xds:$PWD/shared:$PWD/services PYTHONUNBUFFERED=1
 python -c "import grpc; print('grpcio', grpc.__version__)" >> "$OUTDIR/model.txt" 2>&1
 # Generated gRPC code is git-ignored, so it is regenerated here (or taken from the bundle).
 python setup.py --version >/dev/null 2>&1 || true
 [ -f shared/genai/feed/v1/feed_service_pb2.py ] || { mkdir -p shared/genai && cp -r .gpu/p03/genai_gen/. shared/genai/; }
+# Our server's imports, checked before any engine starts, so a missing package shows at once.
+python -c "import google.protobuf as p, genai_services.host.server; print('server imports ok; protobuf', p.__version__)" \
+  >> "$OUTDIR/model.txt" 2>&1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUTDIR/model.txt" 2>&1
 # A random-weight 1.2B Llama with SmolLM2's tokenizer and chat template (written on the GPU).
-python .gpu/p03/make_bench_model.py /tmp/m1b 1b .gpu/p03/tok >> "$OUTDIR/model.txt" 2>&1 || { cat "$OUTDIR/model.txt"; exit 1; }
+[ -f /tmp/m1b/config.json ] || python .gpu/p03/make_bench_model.py /tmp/m1b 1b .gpu/p03/tok >> "$OUTDIR/model.txt" 2>&1 \
+  || { cat "$OUTDIR/model.txt"; exit 1; }
 python -m genai_services.bench \
   --model /tmp/m1b --model-label "random-weight Llama 1.2B (bf16), SmolLM2 tokenizer" \
   --engine dtype=bfloat16 --engine enforce_eager=true --engine max_model_len=4096 \
@@ -29,6 +36,7 @@ python -m genai_services.bench \
   --order ${ORDER:-grpc,inproc,fp8,prefix_off,hf_batch,openai,ngram} \
   --concurrency 1,16,64 --requests 6 --per-slot 2 --mix rewrite=2,search,feed,suggest \
   --hf-concurrency 1,16 --hf-batch-size 16 --hf-requests 3 --warmup 4 --deadline-s "${DEADLINE:-450}" \
-  --out "$OUTDIR" --name gpu-h100 > "$OUTDIR/bench.log" 2>&1
+  --out "$OUTDIR" --name "${NAME:-gpu-h100}" > "$OUTDIR/bench.log" 2>&1
 echo "exit $?"
+head -4 "$OUTDIR/model.txt"
 grep -E "^\[bench|^genai|^  " "$OUTDIR/bench.log" | tail -80
