@@ -32,7 +32,7 @@ python -m genai_services.bench \
   --model /tmp/m1b --model-label "random-weight Llama 1.2B (bf16), SmolLM2 tokenizer" \
   --engine dtype=bfloat16 --engine enforce_eager=true --engine max_model_len=4096 \
   --engine max_num_seqs=256 --engine gpu_memory_utilization=0.85 \
-  --targets ${TARGETS:-raw,grpc,openai,hf_batch} ${VARIANTS:---variant fp8 --variant prefix_off --variant ngram} \
+  --targets ${TARGETS:-raw,grpc,openai,hf_batch} ${VARIANTS---variant fp8 --variant prefix_off --variant ngram} \
   --order ${ORDER:-grpc,inproc,fp8,prefix_off,hf_batch,openai,ngram} \
   --concurrency 1,16,64 --requests 6 --per-slot 2 --mix rewrite=2,search,feed,suggest \
   --hf-concurrency 1,16 --hf-batch-size 16 --hf-requests 3 --warmup 4 --deadline-s "${DEADLINE:-450}" \
