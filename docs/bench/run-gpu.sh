@@ -3,6 +3,9 @@
 # vLLM 0.26.0 bundle of ../shared/gpu/README.md is unpacked into /root/site (setup.sh).
 # Everything that starts an engine is in this one command (each start costs tens of seconds).
 # Usage, at the repository root there: bash docs/bench/run-gpu.sh OUTDIR
+# Environment overrides (defaults in the command below): TARGETS, VARIANTS, ORDER, NAME,
+# DEADLINE, EAGER (false: torch.compile + CUDA graphs, ~3 min more for the first start),
+# CONC, HF_CONC, HF_BATCH, HF_REQUESTS ('' for all of each load's requests).
 set -u
 OUTDIR=${1:-${OUT:-/tmp/bench-out}}
 mkdir -p "$OUTDIR"
@@ -30,12 +33,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>
   || { cat "$OUTDIR/model.txt"; exit 1; }
 python -m genai_services.bench \
   --model /tmp/m1b --model-label "random-weight Llama 1.2B (bf16), SmolLM2 tokenizer" \
-  --engine dtype=bfloat16 --engine enforce_eager=true --engine max_model_len=4096 \
+  --engine dtype=bfloat16 --engine enforce_eager=${EAGER:-true} --engine max_model_len=4096 \
   --engine max_num_seqs=256 --engine gpu_memory_utilization=0.85 \
   --targets ${TARGETS:-raw,grpc,openai,hf_batch} ${VARIANTS---variant fp8 --variant prefix_off --variant ngram} \
   --order ${ORDER:-grpc,inproc,fp8,prefix_off,hf_batch,openai,ngram} \
-  --concurrency 1,16,64 --requests 6 --per-slot 2 --mix rewrite=2,search,feed,suggest \
-  --hf-concurrency 1,16 --hf-batch-size 16 --hf-requests 3 --warmup 4 --deadline-s "${DEADLINE:-450}" \
+  --concurrency ${CONC:-1,16,64} --requests 6 --per-slot 2 --mix rewrite=2,search,feed,suggest \
+  --hf-concurrency ${HF_CONC:-1,16} --hf-batch-size ${HF_BATCH:-16} ${HF_REQUESTS---hf-requests 3} --warmup 4 --deadline-s "${DEADLINE:-450}" \
   --out "$OUTDIR" --name "${NAME:-gpu-h100}" > "$OUTDIR/bench.log" 2>&1
 echo "exit $?"
 head -4 "$OUTDIR/model.txt"
