@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +20,22 @@ from genai_core.observability import metrics
 from genai_core.text import scrub_json
 
 log = structlog.get_logger(__name__)
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    """A validator per distinct schema. `jsonschema.validate` checks the schema against
+    its metaschema on every call (milliseconds, more than the validation itself); our
+    schemas vary only with a few request fields, so each is checked and built once."""
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def validate_json(value: Any, schema: dict[str, Any]) -> None:
+    """Raise jsonschema.ValidationError unless `value` matches `schema`."""
+    _validator(json.dumps(schema, sort_keys=True)).validate(value)
 
 
 class Engine(abc.ABC):
@@ -122,7 +139,7 @@ class Engine(abc.ABC):
             # strict=False: control characters inside strings are scrubbed (after
             # validation, so scrubbing never turns a valid answer into an invalid one).
             value: Any = json.loads(result.text, strict=False)
-            jsonschema.validate(value, request.json_schema)
+            validate_json(value, request.json_schema)
             value = scrub_json(value)
         except (json.JSONDecodeError, jsonschema.ValidationError) as e:
             log.warning(

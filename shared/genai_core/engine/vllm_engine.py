@@ -12,6 +12,7 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -143,6 +144,7 @@ class VllmEngine(Engine):
         # Progress watchdog: requests in flight and when any of them last produced output.
         self._in_flight = 0
         self._last_progress = time.monotonic()
+        self._renderer: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         # vLLM's CPU backend sizes its KV cache from this variable; it must be set
@@ -157,14 +159,19 @@ class VllmEngine(Engine):
             )
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         started = time.perf_counter()
-        from vllm.v1.engine.async_llm import AsyncLLM
         from transformers import AutoTokenizer
+        from vllm.v1.engine.async_llm import AsyncLLM
 
         self._tokenizer = await asyncio.to_thread(
             AutoTokenizer.from_pretrained, self.config.tokenizer or self.model_path
         )
         if not getattr(self._tokenizer, "chat_template", None):
             self._tokenizer.chat_template = _FALLBACK_TEMPLATE
+        # Tokenizing a prompt takes a fraction of a millisecond that the event loop (which
+        # also streams every token out) need not spend: the tokenizer's Rust core runs
+        # without the GIL. One thread, because a Hugging Face tokenizer is not safe to
+        # call from several threads at once.
+        self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genai-render")
         # Building the engine blocks for tens of seconds (the engine process loads the
         # model); off the event loop so health checks keep answering meanwhile.
         self._llm = await asyncio.to_thread(
@@ -240,7 +247,10 @@ class VllmEngine(Engine):
         from vllm.v1.engine.exceptions import EngineDeadError
 
         self._ensure_serving()
-        prompt_ids = self.render_prompt(request.messages)
+        prompt_ids = await asyncio.get_running_loop().run_in_executor(
+            self._renderer, self.render_prompt, request.messages
+        )
+        self._ensure_serving()  # again: shutdown may have begun while rendering
         budget = self.config.max_model_len - request.max_output_tokens
         if len(prompt_ids) > budget:
             raise PromptTooLong(len(prompt_ids), max(budget, 0))
@@ -337,3 +347,5 @@ class VllmEngine(Engine):
         if llm is not None:
             await asyncio.to_thread(llm.shutdown)
             log.info("engine_stopped")
+        if self._renderer is not None:
+            self._renderer.shutdown(wait=False)
