@@ -87,7 +87,8 @@ async def get(url: str, timeout: float = 10.0) -> tuple[int, str]:
 
 
 async def post_sse(url: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    """POST JSON and yield each server-sent event's JSON until `data: [DONE]`.
+    """POST JSON and yield each server-sent event's JSON until `data: [DONE]`; a plain
+    JSON answer (a request with `"stream": false`) is yielded whole, as one event.
 
     Closing the generator early closes the connection, which makes vLLM's server
     abort the request (as a client that stops reading would).
@@ -100,6 +101,9 @@ async def post_sse(url: str, payload: dict[str, Any]) -> AsyncIterator[dict[str,
         if status >= 300:
             body = b"".join([c async for c in _body_chunks(reader, headers)])
             raise HttpError(status, body.decode(errors="replace"))
+        if headers.get("content-type", "").startswith("application/json"):
+            yield json.loads(b"".join([c async for c in _body_chunks(reader, headers)]))
+            return
         buffer = b""
         async for chunk in _body_chunks(reader, headers):
             buffer += chunk

@@ -7,7 +7,7 @@
 - `grpc`   (b) our gRPC services end to end: a `genai serve` subprocess, or --address.
 - `openai` (c) vLLM's OpenAI-compatible HTTP server as a subprocess (or --openai-url) with
            the same engine arguments, sent the same rendered prompts, budgets and JSON
-           schemas through streaming /v1/completions.
+           schemas through /v1/completions (streamed for the streaming rewrite only).
 - `hf`     (d) the naive baseline: Hugging Face transformers `generate`, one request (or
            one static batch) at a time, with output lengths fixed to those the reference
            target produced for the same requests.
@@ -612,8 +612,9 @@ def render_text(tokenizer: Any, request: GenerationRequest) -> str:
 
 
 class OpenAITarget(Target):
-    """(c) vLLM's OpenAI-compatible server: streaming /v1/completions, same prompt text
-    (the server tokenizes it without adding special tokens, as our engine does)."""
+    """(c) vLLM's OpenAI-compatible server: /v1/completions, same prompt text (the server
+    tokenizes it without adding special tokens, as our engine does). Like our services,
+    it streams only the rewrite; the JSON features get whole answers."""
 
     name = "openai"
 
@@ -637,7 +638,7 @@ class OpenAITarget(Target):
         self.command: list[str] = []
 
     def settings(self) -> dict[str, Any]:
-        return {"url": self.base_url, "command": self.command, "api": "/v1/completions (stream)"}
+        return {"url": self.base_url, "command": self.command, "api": "/v1/completions (streamed for rewrite)"}
 
     async def start(self) -> None:
         t0 = time.perf_counter()
@@ -712,10 +713,13 @@ class OpenAITarget(Target):
             "max_tokens": g.max_output_tokens,
             "temperature": g.temperature,
             "top_p": g.top_p,
-            "stream": True,
-            "stream_options": {"include_usage": True},
+            # Unary features are asked for whole answers, as their callers would; only the
+            # streaming rewrite streams (with usage in its last event).
+            "stream": item.streaming,
             "add_special_tokens": False,
         }
+        if item.streaming:
+            body["stream_options"] = {"include_usage": True}
         if self.token_ids:
             body["return_token_ids"] = True
         if g.seed is not None:
