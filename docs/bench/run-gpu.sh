@@ -5,7 +5,7 @@
 # Usage, at the repository root there: bash docs/bench/run-gpu.sh OUTDIR
 # Environment overrides (defaults in the command below): TARGETS, VARIANTS, ORDER, NAME,
 # DEADLINE, EAGER (false: torch.compile + CUDA graphs, ~3 min more for the first start),
-# CONC, HF_CONC, HF_BATCH, HF_REQUESTS ('' for all of each load's requests).
+# CONC, PER_SLOT (closed-loop requests per concurrency slot), HF_CONC, HF_BATCH, HF_REQUESTS ('' for all of each load's requests).
 set -u
 OUTDIR=${1:-${OUT:-/tmp/bench-out}}
 mkdir -p "$OUTDIR"
@@ -37,7 +37,7 @@ python -m genai_services.bench \
   --engine max_num_seqs=256 --engine gpu_memory_utilization=0.85 \
   --targets ${TARGETS:-raw,grpc,openai,hf_batch} ${VARIANTS---variant fp8 --variant prefix_off --variant ngram} \
   --order ${ORDER:-grpc,inproc,fp8,prefix_off,hf_batch,openai,ngram} \
-  --concurrency ${CONC:-1,16,64} --requests 6 --per-slot 2 --mix rewrite=2,search,feed,suggest \
+  --concurrency ${CONC:-1,16,64} --requests 6 --per-slot ${PER_SLOT:-2} --mix rewrite=2,search,feed,suggest \
   --hf-concurrency ${HF_CONC:-1,16} --hf-batch-size ${HF_BATCH:-16} ${HF_REQUESTS---hf-requests 3} --warmup 4 --deadline-s "${DEADLINE:-450}" \
   --out "$OUTDIR" --name "${NAME:-gpu-h100}" > "$OUTDIR/bench.log" 2>&1
 echo "exit $?"
