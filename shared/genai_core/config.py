@@ -86,6 +86,10 @@ class EngineConfig:
     # With requests in flight and no output for this long, the engine counts as dead
     # and the process exits so the orchestrator restarts it.
     stall_timeout_s: float = 120.0
+    # "dummy": random weights from config.json alone (vLLM's dummy loader), so model
+    # sizes that need several GPUs can be benchmarked without writing 140 GB of
+    # checkpoints. For benchmarks and capacity tests only: the answers are noise.
+    load_format: Literal["auto", "dummy"] = "auto"
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
 
     def problems(self) -> list[str]:

@@ -13,7 +13,7 @@ def test_engine_args_carry_every_setting() -> None:
         "model": "/m", "tensor_parallel_size": 2, "max_num_batched_tokens": 4096, "gpu_memory_utilization": 0.8,
         "quantization": "fp8", "kv_cache_dtype": "fp8", "dtype": "bfloat16", "max_model_len": 2048,
         "enable_prefix_caching": False, "enforce_eager": True, "served_model_name": "prod-model",
-        "speculative": {"method": "ngram", "num_speculative_tokens": 3},
+        "speculative": {"method": "ngram", "num_speculative_tokens": 3}, "load_format": "dummy",
     }})
     args = engine_args(config.engine, "/m")
     assert (args.model, args.tensor_parallel_size, args.max_num_batched_tokens) == ("/m", 2, 4096)
@@ -23,7 +23,12 @@ def test_engine_args_carry_every_setting() -> None:
     assert args.served_model_name == "prod-model"
     assert args.speculative_config["method"] == "ngram" and args.speculative_config["num_speculative_tokens"] == 3
     assert args.scheduling_policy == "priority"
+    assert args.load_format == "dummy"
     assert args.structured_outputs_config.disable_any_whitespace is True
+
+
+def test_weights_load_from_the_checkpoint_unless_asked() -> None:
+    assert engine_args(parse_config({}).engine, "/m").load_format == "auto"
 
 
 def test_cpu_rank_binding_splits_cores_evenly() -> None:

@@ -81,6 +81,7 @@ def engine_args(config: EngineConfig, model_path: str) -> Any:
         enable_prefix_caching=config.enable_prefix_caching,
         enforce_eager=_on_cpu() if config.enforce_eager is None else config.enforce_eager,
         seed=config.seed,
+        load_format=config.load_format,
         speculative_config=speculative,
         # Priority scheduling lets interactive features overtake batch-like ones.
         scheduling_policy="priority",
