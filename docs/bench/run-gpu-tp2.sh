@@ -52,22 +52,22 @@ YAML
   until python -c "import grpc,sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g
 sys.exit(0 if g.HealthStub(grpc.insecure_channel('127.0.0.1:50061')).Check(h.HealthCheckRequest(), timeout=2).status==1 else 1)" 2>/dev/null; do
     sleep 2; kill -0 $SP 2>/dev/null || { echo "server died"; tail -30 "$OUTDIR/tp2-server.log"; break; }
-    [ $((SECONDS - t0)) -gt 240 ] && { echo "not SERVING after 240 s"; grep -v '^\s*$' "$OUTDIR/tp2-server.log" | tail -15; break; }; done
+    [ $((SECONDS - t0)) -gt 180 ] && { echo "not SERVING after 180 s"; grep -v '^\s*$' "$OUTDIR/tp2-server.log" | tail -15; break; }; done
   echo "8b tp2 SERVING after $((SECONDS - t0)) s"
   ( while kill -0 $SP 2>/dev/null; do
       echo "smi $(nvidia-smi --query-gpu=index,utilization.gpu --format=csv,noheader | tr '\n' ' ')"
       echo "ours $(curl -s 127.0.0.1:9161/metrics | grep '^genai_gpu_utilization_ratio' | tr '\n' ' ')"
       sleep 2; done > "$OUTDIR/gpu-util-samples.log" 2>&1 ) &
-  timeout 150 python -m genai_services.bench --address 127.0.0.1:50061 --metrics-url http://127.0.0.1:9161/metrics \
+  timeout 110 python -m genai_services.bench --address 127.0.0.1:50061 --metrics-url http://127.0.0.1:9161/metrics \
     --model /tmp/d8 --model-label "random-weight Llama 8B shape, BF16, TP=2" $COMMON --targets grpc \
-    --concurrency 1,16,64,256 --deadline-s 140 --out "$OUTDIR" --name gpu-h200x2-8b-tp2 >> "$OUTDIR/$STEP.log" 2>&1
+    --concurrency 1,16,64,256 --deadline-s 100 --out "$OUTDIR" --name gpu-h200x2-8b-tp2 >> "$OUTDIR/$STEP.log" 2>&1
   t1=$SECONDS; kill -TERM $SP; wait $SP; echo "8b tp2 SIGTERM -> exit $? in $((SECONDS - t1)) s"; sleep 2; orphans
   # One TP=1 replica per GPU at once: BF16 on GPU 0, FP8 on GPU 1 (two BF16 replicas = 2x GPU 0's).
   export BENCH_SERVER_LOG=info
   for g in 0 1; do q=""; [ $g = 1 ] && q="--engine quantization=fp8"
-    CUDA_VISIBLE_DEVICES=$g timeout 330 python -m genai_services.bench --model /tmp/d8 \
+    CUDA_VISIBLE_DEVICES=$g timeout 240 python -m genai_services.bench --model /tmp/d8 \
       --model-label "random-weight Llama 8B shape, TP=1 on GPU $g ${q:+FP8}" $COMMON $q --targets grpc \
-      --concurrency 1,16,64,256 --deadline-s 320 --out "$OUTDIR" --name gpu-h200x2-8b-tp1-gpu$g > "$OUTDIR/tp1-gpu$g.log" 2>&1 & done; wait
+      --concurrency 1,16,64,256 --deadline-s 230 --out "$OUTDIR" --name gpu-h200x2-8b-tp1-gpu$g > "$OUTDIR/tp1-gpu$g.log" 2>&1 & done; wait
   grep -h "engine_ready" /tmp/genai-bench-*/*/server.log /tmp/genai-bench-*/server.log 2>/dev/null | cut -c1-300
   orphans ;;
 esac
