@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from genai_core.config import AdmissionConfig
+from genai_core.engine.admission import Admission, Ticket
 from genai_core.engine.base import Engine
 from genai_core.engine.call import CallContext
 from genai_core.engine.types import EngineStats, GenerationChunk, GenerationRequest
@@ -67,3 +69,17 @@ class FakeEngine(Engine):
 
     async def shutdown(self) -> None:
         return None
+
+
+def congest(engine: Engine, wait_s: float) -> Ticket:
+    """Make `engine`'s queue look `wait_s` seconds long to a newcomer (wait_s < 15).
+
+    Two requests started 2 * wait_s apart set the drain rate; one waiting request is
+    held (release the returned ticket when done).
+    """
+    offset = [-2 * wait_s]
+    engine.admission = Admission(64, 10**6, clock=lambda: time.monotonic() + offset[0])
+    engine.admission.admit(1).started()
+    offset[0] = 0.0
+    engine.admission.admit(1).started()
+    return engine.admission.admit(1)
