@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 
+from genai_core.config import AdmissionConfig
+from genai_core.engine.admission import Admission, Ticket
 from genai_core.engine.base import Engine
 from genai_core.engine.call import CallContext
 from genai_core.engine.types import EngineStats, GenerationChunk, GenerationRequest
 
 
 class FakeEngine(Engine):
-    """Streams `respond(request)` word by word; records requests and aborts."""
+    """Streams `respond(request)` word by word; records requests and aborts.
 
-    def __init__(self, respond: Callable[[GenerationRequest], str], delay_s: float = 0.0) -> None:
-        self.model_name = "fake-model"
+    A prompt's tokens are its words. Admission and the prompt-length check are the
+    base class's, as for the real engine.
+    """
+
+    def __init__(
+        self,
+        respond: Callable[[GenerationRequest], str],
+        delay_s: float = 0.0,
+        admission: AdmissionConfig | None = None,
+        max_model_len: int = 8192,
+    ) -> None:
+        super().__init__("fake-model", max_model_len, admission)
         self.respond = respond
         self.delay_s = delay_s
         self.requests: list[GenerationRequest] = []
@@ -25,13 +38,18 @@ class FakeEngine(Engine):
     async def start(self) -> None:
         self.started = True
 
-    async def _stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
+    def prompt_token_ids(self, request: GenerationRequest) -> Sequence[int]:
+        return [0] * sum(len(m.content.split()) for m in request.messages)
+
+    async def _stream(
+        self, request: GenerationRequest, prompt_ids: Sequence[int], call: CallContext
+    ) -> AsyncIterator[GenerationChunk]:
         self.requests.append(request)
         self.calls.append(call)
         text = self.respond(request)
         words = text.split(" ")
         pieces = [w + " " for w in words[:-1]] + [words[-1]]
-        prompt_tokens = sum(len(m.content.split()) for m in request.messages)
+        prompt_tokens = len(prompt_ids)
         finished = False
         try:
             for i, piece in enumerate(pieces, 1):
@@ -51,3 +69,17 @@ class FakeEngine(Engine):
 
     async def shutdown(self) -> None:
         return None
+
+
+def congest(engine: Engine, wait_s: float) -> Ticket:
+    """Make `engine`'s queue look `wait_s` seconds long to a newcomer (wait_s < 15).
+
+    Two requests started 2 * wait_s apart set the drain rate; one waiting request is
+    held (release the returned ticket when done).
+    """
+    offset = [-2 * wait_s]
+    engine.admission = Admission(64, 10**6, clock=lambda: time.monotonic() + offset[0])
+    engine.admission.admit(1).started()
+    offset[0] = 0.0
+    engine.admission.admit(1).started()
+    return engine.admission.admit(1)

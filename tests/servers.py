@@ -12,18 +12,21 @@ import grpc
 from genai_core.config import Config, parse_config
 from genai_core.engine.base import Engine
 from genai_services.host.server import RunningServer, start_server
+from genai_services.registry import REGISTRY, ServiceRegistry
 
 
 @contextmanager
-def in_process_server(engine: Engine, config: Config | None = None, serving: bool = True) -> Iterator[tuple[grpc.Channel, RunningServer]]:
-    """Start our server on a free port with `engine`; yield a channel to it."""
+def in_process_server(
+    engine: Engine, config: Config | None = None, serving: bool = True, registry: ServiceRegistry = REGISTRY
+) -> Iterator[tuple[grpc.Channel, RunningServer]]:
+    """Start our server on a free port with `engine` and `registry`'s services; yield a channel to it."""
     config = config or parse_config({"server": {"host": "127.0.0.1", "port": 0}})
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     holder: dict[str, RunningServer] = {}
 
     async def main() -> None:
-        running = await start_server(config, engine)
+        running = await start_server(config, engine, registry)
         await engine.start()
         if serving:
             await running.set_serving(True)

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,8 +21,6 @@ import yaml
 DEFAULT_MODEL = "default"
 """Model name meaning the embedded SmolLM2-135M-Instruct, converted on first use."""
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-
-SERVICE_NAMES = ("feed", "messaging", "search")
 
 
 class ConfigError(ValueError):
@@ -159,22 +158,24 @@ class ServerConfig:
 
     host: str = "0.0.0.0"
     port: int = 50051
-    services: tuple[str, ...] = SERVICE_NAMES
+    # Config names of the services to mount; None: every service the process knows.
+    services: tuple[str, ...] | None = None
     # Seconds in-flight calls get to finish after SIGTERM before they are cancelled.
     shutdown_grace_s: float = 30.0
     max_message_bytes: int = 4 * 1024 * 1024
     reflection: bool = True
     tls: TlsConfig = field(default_factory=TlsConfig)
 
-    def problems(self) -> list[str]:
-        unknown = sorted(set(self.services) - set(SERVICE_NAMES))
+    def problems(self, known_services: Collection[str] | None = None) -> list[str]:
+        """Range problems; service names are checked only against `known_services` when given."""
+        services = () if self.services is None else self.services
+        known = ", ".join(known_services) if known_services is not None else "the known services"
+        unknown = sorted(set(services) - set(known_services)) if known_services is not None else []
         out = [
             _check(0 <= self.port <= 65535, "port: must be 0..65535"),
-            _check(bool(self.services), "services: name at least one of " + ", ".join(SERVICE_NAMES)),
-            _check(not unknown, f"services: unknown {unknown}; known: {', '.join(SERVICE_NAMES)}"),
-            _check(
-                len(set(self.services)) == len(self.services), "services: each service at most once"
-            ),
+            _check(self.services is None or bool(services), "services: name at least one of " + known),
+            _check(not unknown, f"services: unknown {unknown}; known: {known}"),
+            _check(len(set(services)) == len(services), "services: each service at most once"),
             _check(self.shutdown_grace_s >= 0, "shutdown_grace_s: must be >= 0"),
             _check(self.max_message_bytes >= 1024, "max_message_bytes: must be >= 1024"),
         ]
@@ -191,14 +192,13 @@ class AdmissionConfig:
     max_waiting_prompt_tokens: int = 262_144
     # Longest a call may run, whatever deadline its caller set (or none).
     max_request_time_s: float = 120.0
-    # vLLM priority per method ("package.Service/Method"); lower runs first. Feed
-    # ranking is batch-like: interactive features overtake it.
-    method_priorities: dict[str, int] = field(
-        default_factory=lambda: {"genai.feed.v1.FeedService/RankPosts": 10}
-    )
+    # vLLM priority per method ("package.Service/Method"); lower runs first. None: the
+    # defaults each service declares (batch-like methods behind interactive ones); a
+    # mapping replaces them all, and methods it does not name get 0.
+    method_priorities: dict[str, int] | None = None
 
     def problems(self) -> list[str]:
-        bad = [k for k in self.method_priorities if "/" not in k]
+        bad = [k for k in self.method_priorities or {} if "/" not in k]
         out = [
             _check(self.max_waiting_requests >= 1, "max_waiting_requests: must be >= 1"),
             _check(self.max_waiting_prompt_tokens >= 1, "max_waiting_prompt_tokens: must be >= 1"),
@@ -255,11 +255,15 @@ class Config:
     tracing: TracingConfig = field(default_factory=TracingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
-    def problems(self) -> list[str]:
+    def problems(self, known_services: Collection[str] | None = None) -> list[str]:
+        """Every range problem, as "section.key: message"; see `parse_config`."""
+        sections = ("engine", "server", "admission", "metrics", "tracing", "logging")
         return [
             f"{name}.{p}"
-            for name in ("engine", "server", "admission", "metrics", "tracing", "logging")
-            for p in getattr(self, name).problems()
+            for name in sections
+            for p in (
+                self.server.problems(known_services) if name == "server" else getattr(self, name).problems()
+            )
         ]
 
 
@@ -345,9 +349,16 @@ def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) ->
     return cls(**kwargs)
 
 
-def parse_config(data: dict[str, Any] | None, source: str = "config") -> Config:
+def parse_config(
+    data: dict[str, Any] | None, source: str = "config", known_services: Collection[str] | None = None
+) -> Config:
     """Build and validate a Config from a parsed YAML mapping.
 
+    Args:
+        data: the parsed YAML.
+        source: names the config in problems (a file name).
+        known_services: the config names of the services the caller can serve;
+            `server.services` must name only these (unchecked when None).
     Raises:
         ConfigError: naming every unknown key, wrongly typed value and out-of-range value.
     """
@@ -358,14 +369,20 @@ def parse_config(data: dict[str, Any] | None, source: str = "config") -> Config:
         raise ConfigError(["top level: must be a mapping of sections"], source)
     config = _build(Config, data, "", problems)
     # Bad keys fell back to defaults, so range checks of the rest are still meaningful.
-    problems += config.problems()
+    problems += config.problems(known_services)
     if problems:
         raise ConfigError(problems, source)
     return config
 
 
-def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+def load_config(
+    path: str | Path | None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    known_services: Collection[str] | None = None,
+) -> Config:
     """Load the YAML file at `path` (defaults when None), apply per-section overrides.
+
+    `known_services` is passed on to `parse_config`.
 
     Raises:
         ConfigError: the file is missing, is not YAML, or holds a bad key or value.
@@ -390,4 +407,4 @@ def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]] | 
         merged = dict(data.get(section) or {})
         merged.update(values)
         data[section] = merged
-    return parse_config(data, source)
+    return parse_config(data, source, known_services)

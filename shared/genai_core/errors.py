@@ -1,7 +1,7 @@
 """The typed errors every layer raises; one interceptor maps them to gRPC statuses.
 
 They carry no gRPC types, so the engine and the prompt builders stay free of the
-transport; `genai_core.grpc_runtime.errors` is the one place that maps them.
+transport; `genai_core.grpc_runtime.status` is the one place that maps them.
 Messages are safe to show callers: never prompt text, never a stack trace.
 """
 

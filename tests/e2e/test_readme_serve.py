@@ -21,6 +21,8 @@ import pytest
 from grpc_health.v1 import health_pb2
 from procs import ServerProcess, engine_env, free_port
 
+from genai_services.registry import REGISTRY
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,9 +70,7 @@ def call(server: ServerProcess, method: str, body: dict[str, object]) -> dict[st
 def test_list_shows_services_health_and_reflection(readme_server: ServerProcess) -> None:
     listed = set(grpcurl(readme_server, readme_server.address, "list").split())
     assert {
-        "genai.feed.v1.FeedService",
-        "genai.messaging.v1.MessagingService",
-        "genai.search.v1.SearchService",
+        *REGISTRY.full_names,
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     } <= listed

@@ -21,9 +21,11 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from procs import ServerProcess
 
+from genai_services.registry import REGISTRY
+
 pytestmark = pytest.mark.engine
 
-SERVICES = ["genai.feed.v1.FeedService", "genai.messaging.v1.MessagingService", "genai.search.v1.SearchService"]
+SERVICES = list(REGISTRY.full_names)
 
 
 def rank_request(n: int) -> feed_pb.RankPostsRequest:

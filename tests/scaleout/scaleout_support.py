@@ -16,16 +16,15 @@ from typing import Any
 
 import yaml
 
+from genai_services.registry import REGISTRY
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 ENVOY_TEMPLATE = DOCKER / "envoy" / "envoy.yaml"
 VENV_BIN = Path(sys.executable).parent
 ENVOY = str(VENV_BIN / "envoy")
-SERVICE_CLUSTERS = {
-    "genai-search": "genai.search.v1.SearchService",
-    "genai-messaging": "genai.messaging.v1.MessagingService",
-    "genai-feed": "genai.feed.v1.FeedService",
-}
+# One Envoy cluster per registered service, named after its deployment.
+SERVICE_CLUSTERS = {f"genai-{d.name}": d.full_name for d in REGISTRY.definitions}
 
 
 def load_envoy_template() -> dict[str, Any]:

@@ -32,6 +32,7 @@ from scaleout_support import (
 )
 
 from genai_core.config import parse_config
+from genai_services.registry import REGISTRY
 
 K8S = DOCKER / "k8s"
 HADOLINT = str(Path(sys.executable).parent / "hadolint")
@@ -39,11 +40,8 @@ K8S_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]  # oldest we cla
 CSWRR = "envoy.load_balancing_policies.client_side_weighted_round_robin"
 LEAST_REQUEST = "envoy.load_balancing_policies.least_request"
 ALLOWED_RETRY_ON = {"unavailable", "resource-exhausted", "connect-failure", "refused-stream"}
-SERVICES = {
-    "search": "genai.search.v1.SearchService",
-    "messaging": "genai.messaging.v1.MessagingService",
-    "feed": "genai.feed.v1.FeedService",
-}
+# Every registered service must have its deployment files.
+SERVICES = {d.name: d.full_name for d in REGISTRY.definitions}
 SHUTDOWN_GRACE_S = 30
 
 
@@ -224,7 +222,7 @@ def test_every_manifest_is_in_a_kustomization() -> None:
 def test_service_deployment_probes_drain_and_gpu(service: str) -> None:
     full, name = SERVICES[service], f"genai-{service}"
     (config_map,) = [d for d in of_kind("ConfigMap") if d["metadata"]["name"] == f"{name}-config"]
-    config = parse_config(yaml.safe_load(config_map["data"]["config.yaml"]), f"{name}-config")
+    config = parse_config(yaml.safe_load(config_map["data"]["config.yaml"]), f"{name}-config", REGISTRY.names)
     assert list(config.server.services) == [service]
     assert config.server.port == 50051 and config.metrics.port == 9090
 

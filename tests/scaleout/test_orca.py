@@ -18,7 +18,7 @@ import pytest
 from xds.data.orca.v3 import orca_load_report_pb2
 
 from genai_core.engine.types import EngineStats
-from genai_core.grpc_runtime.interceptor import ServiceInterceptor
+from genai_core.grpc_runtime.interceptor import MethodSpec, ServiceInterceptor
 from genai_core.grpc_runtime.orca import (
     ORCA_TRAILER_KEY,
     UTILIZATION_FLOOR,
@@ -146,7 +146,7 @@ service Probe { rpc Ping(Empty) returns (Empty); }
 
 @pytest.fixture()
 def probe_server() -> Iterator[int]:
-    """An in-process grpc.aio server with one method under /genai. (so our interceptor wraps it)."""
+    """An in-process grpc.aio server with one method our interceptor is told to wrap."""
     reporter = OrcaLoadReporter(
         FakeStats(EngineStats(waiting_requests=3, running_requests=2, kv_cache_usage=0.5)),
         max_num_seqs=2,
@@ -159,7 +159,8 @@ def probe_server() -> Iterator[int]:
         return b""
 
     async def start() -> tuple[grpc.aio.Server, int]:
-        server = grpc.aio.server(interceptors=[ServiceInterceptor(trailers=[reporter])])
+        interceptor = ServiceInterceptor({"genai.probe.v1.Probe/Ping": MethodSpec()}, trailers=[reporter])
+        server = grpc.aio.server(interceptors=[interceptor])
         handler = grpc.unary_unary_rpc_method_handler(ping)
         server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler("genai.probe.v1.Probe", {"Ping": handler})]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from genai_core.config import (
-    SERVICE_NAMES,
     Config,
     ConfigError,
     EngineConfig,
@@ -13,11 +12,12 @@ from genai_core.config import (
     load_config,
     parse_config,
 )
+from genai_services.registry import REGISTRY
 
 
 def problems_of(data) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        parse_config(data)
+        parse_config(data, known_services=REGISTRY.names)
     return info.value.problems
 
 
@@ -37,7 +37,10 @@ def test_defaults_parse(data):
     assert config.engine.tensor_parallel_size == 1
     assert config.engine.max_model_len == 8192
     assert config.server.port == 50051
-    assert config.server.services == SERVICE_NAMES
+    # None: every service the process knows, feed, messaging and search for `genai serve`.
+    assert config.server.services is None
+    assert REGISTRY.select(config.server.services) == REGISTRY.definitions
+    assert REGISTRY.names == ("feed", "messaging", "search")
     assert config.engine.model_name == "SmolLM2-135M-Instruct"  # what "default" serves
     assert config.problems() == []
 
@@ -174,6 +177,22 @@ def test_unknown_service_name_is_named_in_the_message():
     problem = only_problem_for(problems_of({"server": {"services": "feed,ads"}}), "server.services")
     assert "ads" in problem
     assert "feed, messaging, search" in problem
+
+
+def test_service_names_are_checked_only_against_the_known_services():
+    assert parse_config({"server": {"services": "jobs"}}, known_services=("jobs",)).server.services == ("jobs",)
+    problem = only_problem_for(
+        problems_of({"server": {"services": ["feed", "jobs"]}}), "server.services"
+    )
+    assert "['jobs']" in problem
+
+
+def test_method_priorities_default_to_the_services_own():
+    assert parse_config({}).admission.method_priorities is None
+    assert REGISTRY.method_priorities() == {"genai.feed.v1.FeedService/RankPosts": 10}
+    given = parse_config({"admission": {"method_priorities": {"a.B/C": 3}}})
+    assert given.admission.method_priorities == {"a.B/C": 3}
+    only_problem_for(problems_of({"admission": {"method_priorities": {"RankPosts": 3}}}), "admission.method_priorities")
 
 
 def test_range_edges_are_accepted():

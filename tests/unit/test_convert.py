@@ -11,7 +11,6 @@ from genai_core.errors import FieldViolation, InvalidRequest
 from genai_core.validation import Violations
 from genai_services.feed import convert as feed_convert
 from genai_services.feed.domain import Member, Post, RankedPost, RankPostsInput
-from genai_services.feed.servicer import rank
 from genai_services.messaging import convert as msg_convert
 from genai_services.messaging.domain import Tone, Turn
 from genai_services.search import convert as search_convert
@@ -69,7 +68,7 @@ def feed_request(n: int = 2, **member_kwargs) -> feed_pb.RankPostsRequest:
 
 def test_feed_valid_request_converts():
     request = feed_request(2, headline="  Data engineer  ")
-    data = feed_convert.from_pb(request)
+    data = feed_convert.rank_posts_from_pb(request)
     assert data == RankPostsInput(
         member=Member("m-1", "Data engineer", ("spark",), ("liked x",)),
         candidates=(
@@ -80,44 +79,44 @@ def test_feed_valid_request_converts():
 
 
 def test_feed_twenty_candidates_accepted():
-    assert len(feed_convert.from_pb(feed_request(20)).candidates) == 20
+    assert len(feed_convert.rank_posts_from_pb(feed_request(20)).candidates) == 20
 
 
 def test_feed_missing_member():
     request = feed_request(1)
     request.ClearField("member")
-    bad = violations(feed_convert.from_pb, request)
+    bad = violations(feed_convert.rank_posts_from_pb, request)
     assert bad["member"] == "must be set"
 
 
 def test_feed_empty_headline():
-    bad = violations(feed_convert.from_pb, feed_request(1, headline="   "))
+    bad = violations(feed_convert.rank_posts_from_pb, feed_request(1, headline="   "))
     assert set(bad) == {"member.headline"}
     assert "empty" in bad["member.headline"]
 
 
 def test_feed_headline_too_long():
-    assert len(feed_convert.from_pb(feed_request(1, headline="h" * 300)).member.headline) == 300
-    bad = violations(feed_convert.from_pb, feed_request(1, headline="h" * 301))
+    assert len(feed_convert.rank_posts_from_pb(feed_request(1, headline="h" * 300)).member.headline) == 300
+    bad = violations(feed_convert.rank_posts_from_pb, feed_request(1, headline="h" * 301))
     assert set(bad) == {"member.headline"}
     assert "300" in bad["member.headline"]
 
 
 def test_feed_too_many_candidates():
-    bad = violations(feed_convert.from_pb, feed_request(21))
+    bad = violations(feed_convert.rank_posts_from_pb, feed_request(21))
     assert set(bad) == {"candidates"}
     assert "21" in bad["candidates"]
 
 
 def test_feed_no_candidates():
-    bad = violations(feed_convert.from_pb, feed_request(0))
+    bad = violations(feed_convert.rank_posts_from_pb, feed_request(0))
     assert set(bad) == {"candidates"}
 
 
 def test_feed_duplicate_post_id_named_at_second():
     request = feed_request(3)
     request.candidates[1].post_id = "p0"
-    bad = violations(feed_convert.from_pb, request)
+    bad = violations(feed_convert.rank_posts_from_pb, request)
     assert set(bad) == {"candidates[1].post_id"}
     assert "duplicate" in bad["candidates[1].post_id"]
 
@@ -125,18 +124,18 @@ def test_feed_duplicate_post_id_named_at_second():
 def test_feed_empty_candidate_text():
     request = feed_request(2)
     request.candidates[0].text = ""
-    bad = violations(feed_convert.from_pb, request)
+    bad = violations(feed_convert.rank_posts_from_pb, request)
     assert set(bad) == {"candidates[0].text"}
 
 
 def test_feed_too_many_interests():
-    bad = violations(feed_convert.from_pb, feed_request(1, interests=["i"] * 21))
+    bad = violations(feed_convert.rank_posts_from_pb, feed_request(1, interests=["i"] * 21))
     assert set(bad) == {"member.interests"}
-    assert feed_convert.from_pb(feed_request(1, interests=["i"] * 20)).member.interests == ("i",) * 20
+    assert feed_convert.rank_posts_from_pb(feed_request(1, interests=["i"] * 20)).member.interests == ("i",) * 20
 
 
 def test_feed_empty_interest_is_named_by_index():
-    bad = violations(feed_convert.from_pb, feed_request(1, interests=["ok", " "]))
+    bad = violations(feed_convert.rank_posts_from_pb, feed_request(1, interests=["ok", " "]))
     assert set(bad) == {"member.interests[1]"}
 
 
@@ -145,7 +144,7 @@ def test_feed_every_bad_field_reported_at_once():
     request.candidates[0].text = ""
     request.candidates[2].post_id = "p1"
     request.candidates[1].topics.append("t" * 61)
-    bad = violations(feed_convert.from_pb, request)
+    bad = violations(feed_convert.rank_posts_from_pb, request)
     assert set(bad) == {
         "member.headline",
         "member.interests",
@@ -156,48 +155,11 @@ def test_feed_every_bad_field_reported_at_once():
 
 
 def test_feed_to_pb():
-    out = feed_convert.to_pb([RankedPost("p1", 0.75, "Matches spark.")])
+    out = feed_convert.rank_posts_to_pb([RankedPost("p1", 0.75, "Matches spark.")]).ranked_posts
     assert len(out) == 1
     assert out[0].post_id == "p1"
     assert out[0].relevance_score == pytest.approx(0.75)
     assert out[0].reason == "Matches spark."
-
-
-# --- feed servicer's rank ------------------------------------------------------
-
-
-def rank_input(n: int) -> RankPostsInput:
-    return RankPostsInput(
-        member=Member("m", "h", (), ()),
-        candidates=tuple(Post(f"p{i}", "a", "t", ()) for i in range(n)),
-    )
-
-
-def test_rank_orders_by_score_with_ties_in_request_order():
-    parsed = {
-        "P1": {"score": 50, "reason": "a"},
-        "P2": {"score": 90, "reason": "b"},
-        "P3": {"score": 50, "reason": "c"},
-        "P4": {"score": 0, "reason": "d"},
-        "P5": {"score": 50, "reason": "e"},
-        "P6": {"score": 100, "reason": "f"},
-    }
-    ranked = rank(rank_input(6), parsed)
-    assert [r.post_id for r in ranked] == ["p5", "p1", "p0", "p2", "p4", "p3"]
-    assert [r.relevance_score for r in ranked] == [1.0, 0.9, 0.5, 0.5, 0.5, 0.0]
-    assert all(0.0 <= r.relevance_score <= 1.0 for r in ranked)
-
-
-def test_rank_all_tied_keeps_request_order():
-    parsed = {f"P{i + 1}": {"score": 42, "reason": "same"} for i in range(10)}
-    ranked = rank(rank_input(10), parsed)
-    assert [r.post_id for r in ranked] == [f"p{i}" for i in range(10)]
-    assert {r.relevance_score for r in ranked} == {0.42}
-
-
-def test_rank_normalises_reason_whitespace():
-    ranked = rank(rank_input(1), {"P1": {"score": 10, "reason": "  Matches\n spark   jobs "}})
-    assert ranked[0].reason == "Matches spark jobs"
 
 
 # --- messaging: suggest --------------------------------------------------------
@@ -214,44 +176,44 @@ def suggest_request(n_turns: int = 2, count: int = 3) -> msg_pb.SuggestRepliesRe
 
 
 def test_suggest_valid_request_converts():
-    data = msg_convert.suggest_from_pb(suggest_request(2, 4))
+    data = msg_convert.suggest_replies_from_pb(suggest_request(2, 4))
     assert data.turns == (Turn("u0", "hello 0", False), Turn("u1", "hello 1", True))
     assert data.suggestion_count == 4
 
 
 def test_suggest_no_turns():
-    bad = violations(msg_convert.suggest_from_pb, suggest_request(0))
+    bad = violations(msg_convert.suggest_replies_from_pb, suggest_request(0))
     assert set(bad) == {"turns"}
 
 
 def test_suggest_too_many_turns():
-    assert set(violations(msg_convert.suggest_from_pb, suggest_request(31))) == {"turns"}
+    assert set(violations(msg_convert.suggest_replies_from_pb, suggest_request(31))) == {"turns"}
 
 
 def test_suggest_empty_turn_text():
     request = suggest_request(2)
     request.turns[0].text = " \n "
-    bad = violations(msg_convert.suggest_from_pb, request)
+    bad = violations(msg_convert.suggest_replies_from_pb, request)
     assert set(bad) == {"turns[0].text"}
 
 
 @pytest.mark.parametrize("count", [0, 6, -1])
 def test_suggest_count_out_of_range(count):
-    bad = violations(msg_convert.suggest_from_pb, suggest_request(1, count))
+    bad = violations(msg_convert.suggest_replies_from_pb, suggest_request(1, count))
     assert set(bad) == {"suggestion_count"}
     assert str(count) in bad["suggestion_count"]
 
 
 @pytest.mark.parametrize("count", [1, 5])
 def test_suggest_count_edges_accepted(count):
-    assert msg_convert.suggest_from_pb(suggest_request(1, count)).suggestion_count == count
+    assert msg_convert.suggest_replies_from_pb(suggest_request(1, count)).suggestion_count == count
 
 
 def test_suggest_all_bad_fields_reported():
     request = suggest_request(2, 0)
     request.turns[1].text = ""
     request.turns[0].author = "a" * 121
-    bad = violations(msg_convert.suggest_from_pb, request)
+    bad = violations(msg_convert.suggest_replies_from_pb, request)
     assert set(bad) == {"turns[0].author", "turns[1].text", "suggestion_count"}
 
 
@@ -272,7 +234,7 @@ def rewrite_request(cls=msg_pb.RewriteDraftRequest, **kwargs):
 
 @pytest.mark.parametrize("cls", REWRITE_REQUEST_TYPES)
 def test_rewrite_valid_request_converts(cls):
-    data = msg_convert.rewrite_from_pb(rewrite_request(cls, draft="  Hi there  "))
+    data = msg_convert.rewrite_draft_from_pb(rewrite_request(cls, draft="  Hi there  "))
     assert data.draft == "Hi there"
     assert data.tone is Tone.FRIENDLY
     assert data.max_length_chars == 200
@@ -283,11 +245,11 @@ def test_rewrite_every_proto_tone_maps():
     assert set(msg_convert.TONES) == named
     assert set(msg_convert.TONES.values()) == set(Tone)
     for number, tone in msg_convert.TONES.items():
-        assert msg_convert.rewrite_from_pb(rewrite_request(tone=number)).tone is tone
+        assert msg_convert.rewrite_draft_from_pb(rewrite_request(tone=number)).tone is tone
 
 
 def test_rewrite_tone_unspecified():
-    bad = violations(msg_convert.rewrite_from_pb, rewrite_request(tone=msg_pb.TONE_UNSPECIFIED))
+    bad = violations(msg_convert.rewrite_draft_from_pb, rewrite_request(tone=msg_pb.TONE_UNSPECIFIED))
     assert bad == {"tone": "must be set"}
 
 
@@ -295,7 +257,7 @@ def test_rewrite_tone_unspecified():
 def test_rewrite_tone_unknown_number(cls):
     request = rewrite_request(cls, tone=99)  # proto3 open enum: 99 is accepted on the wire
     assert request.tone == 99
-    bad = violations(msg_convert.rewrite_from_pb, request)
+    bad = violations(msg_convert.rewrite_draft_from_pb, request)
     assert set(bad) == {"tone"}
     assert "unknown value 99" in bad["tone"]
     assert "TONE_FRIENDLY" in bad["tone"]
@@ -303,29 +265,29 @@ def test_rewrite_tone_unknown_number(cls):
 
 @pytest.mark.parametrize("limit", [19, 2001, 0])
 def test_rewrite_length_limit_out_of_range(limit):
-    bad = violations(msg_convert.rewrite_from_pb, rewrite_request(max_length_chars=limit))
+    bad = violations(msg_convert.rewrite_draft_from_pb, rewrite_request(max_length_chars=limit))
     assert set(bad) == {"max_length_chars"}
     assert str(limit) in bad["max_length_chars"]
 
 
 @pytest.mark.parametrize("limit", [20, 2000])
 def test_rewrite_length_limit_edges_accepted(limit):
-    assert msg_convert.rewrite_from_pb(rewrite_request(max_length_chars=limit)).max_length_chars == limit
+    assert msg_convert.rewrite_draft_from_pb(rewrite_request(max_length_chars=limit)).max_length_chars == limit
 
 
 def test_rewrite_empty_draft():
-    bad = violations(msg_convert.rewrite_from_pb, rewrite_request(draft="   "))
+    bad = violations(msg_convert.rewrite_draft_from_pb, rewrite_request(draft="   "))
     assert set(bad) == {"draft"}
 
 
 def test_rewrite_draft_too_long():
-    bad = violations(msg_convert.rewrite_from_pb, rewrite_request(draft="d" * 4001))
+    bad = violations(msg_convert.rewrite_draft_from_pb, rewrite_request(draft="d" * 4001))
     assert set(bad) == {"draft"}
 
 
 @pytest.mark.parametrize("cls", REWRITE_REQUEST_TYPES)
 def test_rewrite_all_bad_fields_reported(cls):
-    bad = violations(msg_convert.rewrite_from_pb, cls(draft="", tone=0, max_length_chars=5))
+    bad = violations(msg_convert.rewrite_draft_from_pb, cls(draft="", tone=0, max_length_chars=5))
     assert set(bad) == {"draft", "tone", "max_length_chars"}
 
 
@@ -333,32 +295,32 @@ def test_rewrite_all_bad_fields_reported(cls):
 
 
 def test_search_valid_request_converts():
-    data = search_convert.from_pb(
+    data = search_convert.understand_query_from_pb(
         search_pb.UnderstandQueryRequest(query=" java jobs berlin ", locale="en-US", expansion_count=5)
     )
     assert data == UnderstandQueryInput(query="java jobs berlin", locale="en-US", expansion_count=5)
 
 
 def test_search_expansion_count_zero_becomes_default():
-    data = search_convert.from_pb(search_pb.UnderstandQueryRequest(query="java"))
+    data = search_convert.understand_query_from_pb(search_pb.UnderstandQueryRequest(query="java"))
     assert data.expansion_count == search_convert.DEFAULT_EXPANSIONS == 3
     assert data.locale == ""
 
 
 @pytest.mark.parametrize("count", [1, 10])
 def test_search_expansion_count_edges_accepted(count):
-    data = search_convert.from_pb(search_pb.UnderstandQueryRequest(query="java", expansion_count=count))
+    data = search_convert.understand_query_from_pb(search_pb.UnderstandQueryRequest(query="java", expansion_count=count))
     assert data.expansion_count == count
 
 
 def test_search_empty_query():
-    bad = violations(search_convert.from_pb, search_pb.UnderstandQueryRequest(query="  "))
+    bad = violations(search_convert.understand_query_from_pb, search_pb.UnderstandQueryRequest(query="  "))
     assert set(bad) == {"query"}
 
 
 def test_search_query_too_long():
-    assert len(search_convert.from_pb(search_pb.UnderstandQueryRequest(query="q" * 256)).query) == 256
-    bad = violations(search_convert.from_pb, search_pb.UnderstandQueryRequest(query="q" * 257))
+    assert len(search_convert.understand_query_from_pb(search_pb.UnderstandQueryRequest(query="q" * 256)).query) == 256
+    bad = violations(search_convert.understand_query_from_pb, search_pb.UnderstandQueryRequest(query="q" * 257))
     assert set(bad) == {"query"}
     assert "257" in bad["query"]
 
@@ -366,119 +328,29 @@ def test_search_query_too_long():
 @pytest.mark.parametrize("count", [11, -1])
 def test_search_expansion_count_out_of_range(count):
     bad = violations(
-        search_convert.from_pb, search_pb.UnderstandQueryRequest(query="java", expansion_count=count)
+        search_convert.understand_query_from_pb, search_pb.UnderstandQueryRequest(query="java", expansion_count=count)
     )
     assert set(bad) == {"expansion_count"}
 
 
 @pytest.mark.parametrize("locale", ["not a locale!", "e", "en_US", "en-", "-US", "en-US-"])
 def test_search_bad_locale(locale):
-    bad = violations(search_convert.from_pb, search_pb.UnderstandQueryRequest(query="java", locale=locale))
+    bad = violations(search_convert.understand_query_from_pb, search_pb.UnderstandQueryRequest(query="java", locale=locale))
     assert set(bad) == {"locale"}
 
 
 @pytest.mark.parametrize("locale", ["en-US", "de", "zh-Hant-TW", "es-419"])
 def test_search_good_locale(locale):
-    data = search_convert.from_pb(search_pb.UnderstandQueryRequest(query="java", locale=locale))
+    data = search_convert.understand_query_from_pb(search_pb.UnderstandQueryRequest(query="java", locale=locale))
     assert data.locale == locale
 
 
 def test_search_all_bad_fields_reported():
     bad = violations(
-        search_convert.from_pb,
+        search_convert.understand_query_from_pb,
         search_pb.UnderstandQueryRequest(query="", locale="not a locale!", expansion_count=11),
     )
     assert set(bad) == {"query", "locale", "expansion_count"}
-
-
-# --- search: understanding_from_model ---------------------------------------------
-
-
-def understand(query: str, entities=(), corrected: str = "", expansions=(), intent: str = "jobs"):
-    data = UnderstandQueryInput(query=query, locale="", expansion_count=max(len(expansions), 1))
-    parsed = {
-        "intent": intent,
-        "entities": [{"type": t, "text": text} for t, text in entities],
-        "corrected_query": corrected,
-        "expanded_queries": list(expansions),
-    }
-    return search_convert.understanding_from_model(data, parsed)
-
-
-def test_understanding_maps_intent_and_entities():
-    u = understand("java jobs in berlin", [("skill", "java"), ("location", "Berlin")], intent="jobs")
-    assert u.intent is Intent.JOBS
-    assert u.entities == (
-        Entity(EntityType.SKILL, "java", 0, 4),
-        Entity(EntityType.LOCATION, "berlin", 13, 19),  # text as written in the query
-    )
-
-
-def test_understanding_drops_entities_not_in_query():
-    u = understand("java jobs", [("company", "Acme"), ("skill", "java"), ("skill", "   ")])
-    assert [e.text for e in u.entities] == ["java"]
-
-
-def test_understanding_spans_are_code_point_offsets():
-    query = "Ingénieur Zürich ML"
-    u = understand(query, [("location", "zürich"), ("job_title", "Ingénieur"), ("skill", "ML")])
-    assert [(e.type, e.start, e.end) for e in u.entities] == [
-        (EntityType.JOB_TITLE, 0, 9),
-        (EntityType.LOCATION, 10, 16),
-        (EntityType.SKILL, 17, 19),
-    ]
-    for e in u.entities:
-        assert query[e.start : e.end] == e.text
-    # Code points, not UTF-8 bytes (which would put Zürich at 11).
-    assert u.entities[1].start == query.index("Zürich")
-    assert len(query.encode()) != len(query)
-
-
-def test_bug_spans_with_case_mapping_that_changes_length():
-    """BUG (search/convert.py:48-57): `_spans` searches in `query.lower()` and uses those
-    offsets on `query`; `"İ".lower()` is two code points, so every entity after an `İ`
-    gets shifted offsets and wrong text (here 'ngineer', end past the query)."""
-    query = "İstanbul engineer"
-    u = understand(query, [("job_title", "engineer")])
-    assert len(u.entities) == 1
-    e = u.entities[0]
-    assert query[e.start : e.end] == e.text
-    assert (e.text, e.start, e.end) == ("engineer", 9, 17)
-
-
-def test_understanding_overlapping_duplicates_dropped():
-    u = understand(
-        "java developer java",
-        [("skill", "java"), ("skill", "Java"), ("job_title", "java developer"), ("skill", "java")],
-    )
-    spans = [(e.start, e.end) for e in u.entities]
-    # First "java" at 0, the repeat moves to the second occurrence, the overlapping
-    # job title and the third "java" (no free occurrence left) are dropped.
-    assert spans == [(0, 4), (15, 19)]
-    for a, b in zip(u.entities, u.entities[1:]):
-        assert a.end <= b.start
-
-
-def test_understanding_entities_sorted_by_position():
-    u = understand("python jobs at acme in paris", [("location", "paris"), ("company", "acme"), ("skill", "python")])
-    assert [e.text for e in u.entities] == ["python", "acme", "paris"]
-
-
-@pytest.mark.parametrize("corrected", ["", "   ", "Java Jobs", "JAVA JOBS", " java  jobs "])
-def test_understanding_correction_equal_to_query_becomes_none(corrected):
-    assert understand("java jobs", corrected=corrected).corrected_query is None
-
-
-def test_understanding_real_correction_kept_and_normalised():
-    assert understand("jvaa jobs", corrected=" java   jobs ").corrected_query == "java jobs"
-
-
-def test_understanding_expansions_deduplicated():
-    u = understand(
-        "java jobs",
-        expansions=["Java Jobs", "java developer", "Java  Developer", "kotlin jobs", " ", "scala jobs"],
-    )
-    assert u.expanded_queries == ("java developer", "kotlin jobs", "scala jobs")
 
 
 def test_search_to_pb():
@@ -488,13 +360,13 @@ def test_search_to_pb():
         corrected_query=None,
         expanded_queries=("acme staff",),
     )
-    response = search_convert.to_pb(u)
+    response = search_convert.understand_query_to_pb(u)
     assert response.intent == search_pb.QUERY_INTENT_PEOPLE
     assert response.entities[0].type == search_pb.ENTITY_TYPE_COMPANY
     assert (response.entities[0].start_offset_chars, response.entities[0].end_offset_chars) == (10, 14)
     assert not response.HasField("corrected_query")
     assert list(response.expanded_queries) == ["acme staff"]
-    with_correction = search_convert.to_pb(
+    with_correction = search_convert.understand_query_to_pb(
         QueryUnderstanding(Intent.JOBS, (), "java jobs", ())
     )
     assert with_correction.HasField("corrected_query")

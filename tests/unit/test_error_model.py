@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from doubles import FakeEngine
+from doubles import FakeEngine, congest
 from genai.feed.v1 import feed_service_pb2 as feed_pb
 from genai.search.v1 import search_service_pb2 as search_pb
 from genai.search.v1 import search_service_pb2_grpc as search_grpc
@@ -123,3 +123,69 @@ def test_feed_ranking_runs_at_batch_priority_by_default() -> None:
             )
         )
     assert fake.calls[0].priority == 10
+
+
+# --- admission on the engine double: the same refusals as the real engine ------------
+
+
+def test_full_queue_is_resource_exhausted_before_the_engine_runs() -> None:
+    from genai_core.config import AdmissionConfig
+
+    fake = FakeEngine(respond, admission=AdmissionConfig(max_waiting_requests=1))
+    held = fake.admission.admit(prompt_tokens=1)  # a request waiting for its first token
+    try:
+        with in_process_server(fake) as (channel, _):
+            with pytest.raises(grpc.RpcError) as info:
+                search_grpc.SearchServiceStub(channel).UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"))
+    finally:
+        held.release()
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(info.value)
+    assert unpack(status, error_details_pb2.ErrorInfo).reason == "QUEUE_FULL"
+    assert unpack(status, error_details_pb2.RetryInfo) is not None
+    assert not fake.requests
+    assert fake.admission.waiting == 0
+
+
+def test_deadline_shorter_than_the_queue_is_refused() -> None:
+    from grpc_status import rpc_status
+
+    fake = FakeEngine(respond)
+    held = congest(fake, wait_s=10)
+    try:
+        with in_process_server(fake) as (channel, _):
+            with pytest.raises(grpc.RpcError) as info:
+                search_grpc.SearchServiceStub(channel).UnderstandQuery(
+                    search_pb.UnderstandQueryRequest(query="x"), timeout=5
+                )
+    finally:
+        held.release()
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = unpack(rpc_status.from_call(info.value), error_details_pb2.ErrorInfo).reason
+    assert reason == "DEADLINE_TOO_SHORT"
+    assert not fake.requests
+
+
+def test_admitted_request_leaves_the_queue() -> None:
+    fake = FakeEngine(respond)
+    with in_process_server(fake) as (channel, _):
+        search_grpc.SearchServiceStub(channel).UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"))
+    assert len(fake.requests) == 1
+    assert (fake.admission.waiting, fake.admission.waiting_tokens) == (0, 0)
+    assert fake.admission.drain_rate() is None  # one start so far: no rate yet
+    fake.admission.admit(1).started()
+    assert fake.admission.drain_rate() is not None  # so the call's start was counted
+
+
+def test_prompt_longer_than_the_context_is_invalid_argument() -> None:
+    from grpc_status import rpc_status
+
+    fake = FakeEngine(respond, max_model_len=200)
+    with in_process_server(fake) as (channel, _):
+        with pytest.raises(grpc.RpcError) as info:
+            search_grpc.SearchServiceStub(channel).UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert unpack(rpc_status.from_call(info.value), error_details_pb2.ErrorInfo).reason == "PROMPT_TOO_LONG"
+    assert not fake.requests

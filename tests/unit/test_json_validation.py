@@ -38,7 +38,7 @@ def test_values_off_the_schema_are_rejected(value: object) -> None:
 @pytest.mark.parametrize(
     "schema",
     [feed_prompts.response_schema(n) for n in range(1, MAX_CANDIDATES + 1)]
-    + [messaging_prompts.suggest_schema(n) for n in range(1, 6)]
+    + [messaging_prompts.suggest_replies_schema(n) for n in range(1, 6)]
     + [search_prompts.response_schema(chars, n) for chars in (1, 2, 40, 255, 256) for n in (1, 3, 10)],
 )
 def test_service_schemas_are_valid_json_schemas(schema: dict) -> None:

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from genai_services.registry import REGISTRY
+
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "shared" / "genai_core"
 SERVICES = ROOT / "services" / "genai_services"
-FEATURES = ("feed", "messaging", "search")
+FEATURES = REGISTRY.names  # each registered service's folder has the same name
 
 
 def module_name(path: Path) -> str:

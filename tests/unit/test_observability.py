@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from servers import in_process_server
 
 from genai_core.engine.types import EngineStats
+from genai_services.messaging import prompts as msg_prompts
 from genai_core.observability import tracing
 from genai_core.observability.metrics import EngineCollector, GpuCollector
 
@@ -134,6 +135,7 @@ def test_one_log_line_per_request_with_usage() -> None:
     (finished,) = [line for line in lines if line["event"] == "rpc_finished"]
     assert finished["request_id"] == "abc-1"
     assert finished["method"] == "RewriteDraft" and finished["code"] == "OK"
+    assert finished["prompt_version"] == msg_prompts.PROMPT_VERSION
     assert finished["output_tokens"] == 10 and finished["prompt_tokens"] > 0
     assert finished["ttft_ms"] is not None and finished["duration_ms"] >= finished["ttft_ms"]
     assert "x" not in {finished.get("prompt"), finished.get("output")}  # no text logged by default

@@ -20,6 +20,7 @@ from servers import in_process_server
 
 from genai_core.engine.types import GenerationRequest
 from genai_core.errors import EngineNotReady
+from genai_services.registry import REGISTRY
 
 REWRITE = "Thank you for reaching out. I would be glad to talk next week about the role."
 
@@ -195,11 +196,12 @@ def test_unexpected_error_hides_internals_and_returns_request_id(fake: FakeEngin
 def test_health_per_service_follows_readiness(fake: FakeEngine) -> None:
     with in_process_server(fake, serving=False) as (channel, running):
         health = health_pb2_grpc.HealthStub(channel)
-        for name in ("", "genai.feed.v1.FeedService", "genai.search.v1.SearchService"):
+        for name in ("", *REGISTRY.full_names):
             status = health.Check(health_pb2.HealthCheckRequest(service=name)).status
-            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING, name
         import asyncio
 
         asyncio.run_coroutine_threadsafe(running.set_serving(True), running.server._loop).result(5)  # type: ignore[attr-defined]
-        status = health.Check(health_pb2.HealthCheckRequest(service="genai.messaging.v1.MessagingService")).status
-        assert status == health_pb2.HealthCheckResponse.SERVING
+        for name in ("", *REGISTRY.full_names):
+            status = health.Check(health_pb2.HealthCheckRequest(service=name)).status
+            assert status == health_pb2.HealthCheckResponse.SERVING, name

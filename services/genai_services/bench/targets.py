@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genai_core.config import AdmissionConfig, EngineConfig, parse_config
+from genai_core.config import EngineConfig, parse_config
 from genai_core.engine.call import CallContext
 from genai_core.engine.types import GenerationRequest
 from genai_core.engine.vllm_engine import sampling_params
@@ -44,6 +44,7 @@ from genai_core.engine.vllm_engine import sampling_params
 from genai_services.bench import http
 from genai_services.bench.workload import WorkItem
 from genai_services.messaging.domain import LengthLimiter
+from genai_services.registry import REGISTRY
 
 DEFAULT_HF_TOKENS = 64
 """Output length of the Hugging Face baseline when no reference length is known."""
@@ -59,7 +60,7 @@ serves the same requests (the other targets have no admission control)."""
 
 def priority(item: WorkItem) -> int:
     """The vLLM priority our service gives this request's method (feed ranking yields)."""
-    return AdmissionConfig().method_priorities.get(item.method.lstrip("/"), 0)
+    return REGISTRY.method_priorities().get(item.method.lstrip("/"), 0)
 
 
 @dataclass

@@ -369,13 +369,13 @@ def generation_request(feature: str, request: Any) -> GenerationRequest:
         InvalidRequest: the proto would be refused by the service.
     """
     if feature == "feed":
-        return feed_prompts.build_request(feed_convert.from_pb(request))
+        return feed_prompts.build_rank_posts_request(feed_convert.rank_posts_from_pb(request))
     if feature == "suggest":
-        return messaging_prompts.build_suggest_request(messaging_convert.suggest_from_pb(request))
+        return messaging_prompts.build_suggest_replies_request(messaging_convert.suggest_replies_from_pb(request))
     if feature == "rewrite":
-        return messaging_prompts.build_rewrite_request(messaging_convert.rewrite_from_pb(request))
+        return messaging_prompts.build_rewrite_draft_request(messaging_convert.rewrite_draft_from_pb(request))
     if feature == "search":
-        return search_prompts.build_request(search_convert.from_pb(request))
+        return search_prompts.build_understand_query_request(search_convert.understand_query_from_pb(request))
     raise ValueError(f"unknown feature {feature!r}; known: {', '.join(FEATURES)}")
 
 

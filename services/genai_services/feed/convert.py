@@ -12,7 +12,7 @@ from genai_services.feed.domain import Member, Post, RankedPost, RankPostsInput
 MAX_CANDIDATES = 20
 
 
-def from_pb(request: pb.RankPostsRequest) -> RankPostsInput:
+def rank_posts_from_pb(request: pb.RankPostsRequest) -> RankPostsInput:
     """Validate and convert a request.
 
     Raises:
@@ -51,8 +51,11 @@ def from_pb(request: pb.RankPostsRequest) -> RankPostsInput:
     return RankPostsInput(member=member, candidates=tuple(posts))
 
 
-def to_pb(ranked: Sequence[RankedPost]) -> list[pb.RankedPost]:
-    return [
-        pb.RankedPost(post_id=r.post_id, relevance_score=r.relevance_score, reason=r.reason)
-        for r in ranked
-    ]
+def rank_posts_to_pb(ranked: Sequence[RankedPost]) -> pb.RankPostsResponse:
+    """The response without usage (the servicer adds it)."""
+    return pb.RankPostsResponse(
+        ranked_posts=[
+            pb.RankedPost(post_id=r.post_id, relevance_score=r.relevance_score, reason=r.reason)
+            for r in ranked
+        ]
+    )

@@ -1,4 +1,4 @@
-"""Prompt for ranking feed posts. Version 1.
+"""Prompt for ranking feed posts, its response schema and the parser of the answer.
 
 The system message is identical for every request, so vLLM's prefix cache reuses its
 KV blocks across members; everything that varies comes after it, quoted.
@@ -10,7 +10,7 @@ from typing import Any
 
 from genai_core.engine.types import ChatMessage, GenerationRequest
 from genai_core.prompting import bullet_list, quote
-from genai_services.feed.domain import RankPostsInput
+from genai_services.feed.domain import RankedPost, RankPostsInput
 
 PROMPT_VERSION = "feed-rank-v1"
 REASON_MAX_CHARS = 160
@@ -56,7 +56,7 @@ def max_output_tokens(count: int) -> int:
     return count * (REASON_MAX_CHARS + 24) + 16
 
 
-def build_request(data: RankPostsInput) -> GenerationRequest:
+def build_rank_posts_request(data: RankPostsInput) -> GenerationRequest:
     member = data.member
     profile = "\n".join(
         [
@@ -84,3 +84,21 @@ def build_request(data: RankPostsInput) -> GenerationRequest:
         temperature=0.0,
         json_schema=response_schema(len(data.candidates)),
     )
+
+
+def parse_rank_posts(data: RankPostsInput, parsed: dict[str, Any]) -> list[RankedPost]:
+    """The candidates ordered by the model's scores; ties keep the request's order.
+
+    Args:
+        data: the request the prompt was built from.
+        parsed: the model's answer, already valid against `response_schema`.
+    """
+    ranked = [
+        RankedPost(
+            post_id=post.post_id,
+            relevance_score=parsed[post_label(i)]["score"] / SCORE_MAX,
+            reason=" ".join(parsed[post_label(i)]["reason"].split()),
+        )
+        for i, post in enumerate(data.candidates)
+    ]
+    return sorted(ranked, key=lambda r: -r.relevance_score)

@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run gRPC services on one in-process vLLM engine")
     serve.add_argument("--config", type=Path, help="YAML config file (defaults apply without one)")
-    serve.add_argument("--services", help="comma-separated subset of feed,messaging,search")
+    serve.add_argument("--services", help="comma-separated config names of the services to serve (default: all)")
     serve.add_argument("--host", help="address to listen on (server.host)")
     serve.add_argument("--port", type=int, help="gRPC port (server.port, default 50051)")
     serve.add_argument("--metrics-port", type=int, help="Prometheus port (metrics.port, default 9090)")
@@ -63,9 +63,10 @@ def resolve_model(config: Config) -> str:
 def _serve(args: argparse.Namespace) -> int:
     from genai_core.engine.vllm_engine import VllmEngine
     from genai_services.host.server import serve
+    from genai_services.registry import REGISTRY
 
     try:
-        config = load_config(args.config, _overrides(args))
+        config = load_config(args.config, _overrides(args), REGISTRY.names)
         configure_logging(config.logging.level, config.logging.json)
         model_path = resolve_model(config)
     except ConfigError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,19 +23,16 @@ from grpc_reflection.v1alpha import reflection
 from genai_core.config import Config
 from genai_core.engine.base import Engine
 from genai_core.errors import EngineDead
-from genai_core.grpc_runtime.interceptor import ServiceInterceptor
+from genai_core.grpc_runtime.interceptor import MethodSpec, ServiceInterceptor
 from genai_core.grpc_runtime.orca import OrcaLoadReporter
 from genai_core.observability import metrics
 from genai_core.observability.metrics import register_engine_collectors, start_metrics_server
 from genai_core.observability.tracing import configure_tracing
 from genai_services.common import ServiceDefinition
-from genai_services.feed.servicer import SERVICE as FEED
-from genai_services.messaging.servicer import SERVICE as MESSAGING
-from genai_services.search.servicer import SERVICE as SEARCH
+from genai_services.registry import REGISTRY, ServiceRegistry
 
 log = structlog.get_logger(__name__)
 
-SERVICES: dict[str, ServiceDefinition] = {s.name: s for s in (FEED, MESSAGING, SEARCH)}
 HEALTH_POLL_S = 2.0
 
 
@@ -67,13 +65,38 @@ def _credentials(config: Config) -> grpc.ServerCredentials | None:
     )
 
 
-async def start_server(config: Config, engine: Engine) -> RunningServer:
-    """Start listening with every service mounted and health NOT_SERVING."""
+def method_specs(
+    definitions: Sequence[ServiceDefinition], priorities: Mapping[str, int]
+) -> dict[str, MethodSpec]:
+    """What the interceptor applies to each method of `definitions`."""
+    return {
+        path: MethodSpec(
+            priority=priorities.get(path, 0),
+            log_fields={"prompt_version": d.prompt_version} if d.prompt_version else {},
+        )
+        for d in definitions
+        for path in d.method_paths
+    }
+
+
+async def start_server(config: Config, engine: Engine, registry: ServiceRegistry = REGISTRY) -> RunningServer:
+    """Start listening with the configured services mounted and health NOT_SERVING.
+
+    Args:
+        config: the root config; `server.services` picks from `registry` (all when None).
+        engine: the shared engine every servicer calls.
+        registry: the services this process can serve.
+    Raises:
+        ValueError: the config names a service the registry does not hold.
+        OSError: the address cannot be listened on.
+    """
     limit = config.server.max_message_bytes
+    definitions = registry.select(config.server.services)
+    priorities = config.admission.method_priorities
     interceptor = ServiceInterceptor(
+        method_specs(definitions, registry.method_priorities() if priorities is None else priorities),
         trailers=[OrcaLoadReporter(engine, config.engine.max_num_seqs)],
         max_request_time_s=config.admission.max_request_time_s,
-        priorities=config.admission.method_priorities,
     )
     server = grpc.aio.server(
         interceptors=[interceptor],
@@ -82,7 +105,6 @@ async def start_server(config: Config, engine: Engine) -> RunningServer:
             ("grpc.max_send_message_length", limit),
         ],
     )
-    definitions = [SERVICES[name] for name in config.server.services]
     for definition in definitions:
         definition.add_to_server(engine, server)
     health_servicer = health.aio.HealthServicer()
@@ -120,10 +142,7 @@ async def serve(config: Config, engine: Engine) -> int:
     if config.tracing.enabled:
         configure_tracing(config.tracing.service_name, config.tracing.otlp_endpoint, config.tracing.sample_ratio)
     if config.metrics.enabled:
-        admission = getattr(engine, "admission", None)
-        register_engine_collectors(
-            engine.stats, (lambda: admission.waiting) if admission else (lambda: 0), engine.model_name
-        )
+        register_engine_collectors(engine.stats, lambda: engine.admission.waiting, engine.model_name)
         metrics_port = start_metrics_server(config.metrics.host, config.metrics.port)
         log.info("metrics_listening", port=metrics_port)
     running = await start_server(config, engine)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from genai.messaging.v1 import messaging_service_pb2 as pb
 
 from genai_core.validation import Violations
@@ -16,7 +18,7 @@ TONES = {
 }
 
 
-def suggest_from_pb(request: pb.SuggestRepliesRequest) -> SuggestRepliesInput:
+def suggest_replies_from_pb(request: pb.SuggestRepliesRequest) -> SuggestRepliesInput:
     """Raises: InvalidRequest naming every bad field."""
     v = Violations()
     v.count("turns", len(request.turns), minimum=1, maximum=30, what="turns")
@@ -33,7 +35,7 @@ def suggest_from_pb(request: pb.SuggestRepliesRequest) -> SuggestRepliesInput:
     return SuggestRepliesInput(turns=turns, suggestion_count=count)
 
 
-def rewrite_from_pb(request: pb.RewriteDraftRequest | pb.StreamRewriteDraftRequest) -> RewriteDraftInput:
+def rewrite_draft_from_pb(request: pb.RewriteDraftRequest | pb.StreamRewriteDraftRequest) -> RewriteDraftInput:
     """Convert either rewrite request (their fields are the same).
 
     Raises: InvalidRequest naming every bad field."""
@@ -43,3 +45,8 @@ def rewrite_from_pb(request: pb.RewriteDraftRequest | pb.StreamRewriteDraftReque
     limit = v.int_range("max_length_chars", request.max_length_chars, minimum=20, maximum=2000)
     v.raise_if_any()
     return RewriteDraftInput(draft=draft, tone=TONES[request.tone], max_length_chars=limit)
+
+
+def suggest_replies_to_pb(suggestions: Sequence[str]) -> pb.SuggestRepliesResponse:
+    """The response without usage (the servicer adds it)."""
+    return pb.SuggestRepliesResponse(suggestions=list(suggestions))

@@ -24,26 +24,23 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     async def SuggestReplies(
         self, request: pb.SuggestRepliesRequest, context: grpc.aio.ServicerContext
     ) -> pb.SuggestRepliesResponse:
-        data = convert.suggest_from_pb(request)
-        result = await self.engine.generate_json(
-            prompts.build_suggest_request(data), current_call()
-        )
-        return pb.SuggestRepliesResponse(
-            suggestions=[" ".join(s.split()) for s in result.parsed["replies"]],
-            usage=usage_to_pb(result, self.engine.model_name),
-        )
+        data = convert.suggest_replies_from_pb(request)
+        result = await self.engine.generate_json(prompts.build_suggest_replies_request(data), current_call())
+        response = convert.suggest_replies_to_pb(prompts.parse_suggest_replies(result.parsed))
+        response.usage.CopyFrom(usage_to_pb(result, self.engine.model_name))
+        return response
 
     async def _rewrite(
         self, request: pb.RewriteDraftRequest | pb.StreamRewriteDraftRequest
     ) -> AsyncIterator[pb.StreamRewriteDraftResponse]:
         """The rewrite as a stream of deltas; the last message carries usage."""
-        data = convert.rewrite_from_pb(request)
+        data = convert.rewrite_draft_from_pb(request)
         limiter = LengthLimiter(data.max_length_chars)
         last: GenerationChunk | None = None
         # aclosing: leaving early (limit reached, caller gone) aborts the generation,
         # so no tokens are paid for that would be dropped.
         async with contextlib.aclosing(
-            self.engine.stream(prompts.build_rewrite_request(data), current_call())
+            self.engine.stream(prompts.build_rewrite_draft_request(data), current_call())
         ) as stream:
             async for last in stream:
                 text = limiter.feed(last.text_delta)
@@ -77,8 +74,9 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
 
 SERVICE = ServiceDefinition(
     name="messaging",
-    full_name=pb.DESCRIPTOR.services_by_name["MessagingService"].full_name,
+    descriptor=pb.DESCRIPTOR.services_by_name["MessagingService"],
     add_to_server=lambda engine, server: pb_grpc.add_MessagingServiceServicer_to_server(
         MessagingServicer(engine), server
     ),
+    prompt_version=prompts.PROMPT_VERSION,
 )

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
-
 from genai.search.v1 import search_service_pb2 as pb
 
 from genai_core.validation import Violations
-from genai_services.search.domain import Entity, EntityType, Intent, QueryUnderstanding, UnderstandQueryInput
+from genai_services.search.domain import EntityType, Intent, QueryUnderstanding, UnderstandQueryInput
 
 DEFAULT_EXPANSIONS = 3
 _LOCALE = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
@@ -31,7 +29,7 @@ ENTITY_TYPES = {
 }
 
 
-def from_pb(request: pb.UnderstandQueryRequest) -> UnderstandQueryInput:
+def understand_query_from_pb(request: pb.UnderstandQueryRequest) -> UnderstandQueryInput:
     """Raises: InvalidRequest naming every bad field."""
     v = Violations()
     query = v.text("query", request.query, max_chars=256)
@@ -43,41 +41,8 @@ def from_pb(request: pb.UnderstandQueryRequest) -> UnderstandQueryInput:
     return UnderstandQueryInput(query=query, locale=locale, expansion_count=count or DEFAULT_EXPANSIONS)
 
 
-def _spans(query: str, proposed: list[dict[str, Any]]) -> tuple[Entity, ...]:
-    """Locate each proposed entity in the query; drop any that is not there or overlaps."""
-    taken: list[Entity] = []
-    for item in proposed:
-        text = item["text"].strip()
-        if not text:
-            continue
-        # Matched in the original string: lower() can change a string's length ("İ").
-        for m in re.finditer(re.escape(text), query, re.IGNORECASE):
-            if not any(m.start() < e.end and e.start < m.end() for e in taken):
-                taken.append(Entity(EntityType(item["type"]), m.group(), m.start(), m.end()))
-                break
-    return tuple(sorted(taken, key=lambda e: e.start))
-
-
-def understanding_from_model(data: UnderstandQueryInput, parsed: dict[str, Any]) -> QueryUnderstanding:
-    """Turn the model's schema-valid JSON into a consistent answer."""
-    corrected = " ".join(parsed["corrected_query"].split())
-    query = " ".join(data.query.split())
-    seen = {query.casefold()}
-    expansions: list[str] = []
-    for q in parsed["expanded_queries"]:
-        q = " ".join(q.split())
-        if q and q.casefold() not in seen:
-            seen.add(q.casefold())
-            expansions.append(q)
-    return QueryUnderstanding(
-        intent=Intent(parsed["intent"]),
-        entities=_spans(data.query, parsed["entities"]),
-        corrected_query=corrected if corrected and corrected.casefold() != query.casefold() else None,
-        expanded_queries=tuple(expansions),
-    )
-
-
-def to_pb(u: QueryUnderstanding) -> pb.UnderstandQueryResponse:
+def understand_query_to_pb(u: QueryUnderstanding) -> pb.UnderstandQueryResponse:
+    """The response without usage (the servicer adds it)."""
     return pb.UnderstandQueryResponse(
         intent=INTENTS[u.intent],
         entities=[

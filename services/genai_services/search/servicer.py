@@ -19,17 +19,18 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     async def UnderstandQuery(
         self, request: pb.UnderstandQueryRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnderstandQueryResponse:
-        data = convert.from_pb(request)
-        result = await self.engine.generate_json(prompts.build_request(data), current_call())
-        response = convert.to_pb(convert.understanding_from_model(data, result.parsed))
+        data = convert.understand_query_from_pb(request)
+        result = await self.engine.generate_json(prompts.build_understand_query_request(data), current_call())
+        response = convert.understand_query_to_pb(prompts.parse_understand_query(data, result.parsed))
         response.usage.CopyFrom(usage_to_pb(result, self.engine.model_name))
         return response
 
 
 SERVICE = ServiceDefinition(
     name="search",
-    full_name=pb.DESCRIPTOR.services_by_name["SearchService"].full_name,
+    descriptor=pb.DESCRIPTOR.services_by_name["SearchService"],
     add_to_server=lambda engine, server: pb_grpc.add_SearchServiceServicer_to_server(
         SearchServicer(engine), server
     ),
+    prompt_version=prompts.PROMPT_VERSION,
 )

@@ -6,15 +6,17 @@ import abc
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import jsonschema
 import structlog
 
+from genai_core.config import AdmissionConfig
+from genai_core.engine.admission import Admission
 from genai_core.engine.call import CallContext
 from genai_core.engine.types import EngineStats, GenerationChunk, GenerationRequest, GenerationResult
-from genai_core.errors import ModelOutputInvalid
+from genai_core.errors import ModelOutputInvalid, PromptTooLong
 from genai_core.observability import metrics
 from genai_core.text import scrub_json
 
@@ -33,22 +35,41 @@ def validate_json(value: Any, schema: dict[str, Any]) -> None:
 
 
 class Engine(abc.ABC):
-    """A text generator with continuous batching behind it.
+    """A text generator with continuous batching behind it, behind admission control.
 
-    Implementations provide `_stream`; `stream`, `generate` and `generate_json` are
-    built on it so every engine (the vLLM one, test doubles) behaves and is measured
-    the same way.
+    Implementations provide `prompt_token_ids` and `_stream`; `stream`, `generate` and
+    `generate_json` are built on them, so every engine (the vLLM one, test doubles)
+    checks prompt length, admits, behaves and is measured the same way.
+
+    Args:
+        model_name: the name reported to callers and in metrics.
+        max_model_len: the context length; prompt plus output tokens must fit in it.
+        admission: queue limits in front of the engine (defaults when None).
     """
 
-    model_name: str
+    def __init__(self, model_name: str, max_model_len: int, admission: AdmissionConfig | None = None) -> None:
+        self.model_name = model_name
+        self.max_model_len = max_model_len
+        limits = admission or AdmissionConfig()
+        self.admission = Admission(limits.max_waiting_requests, limits.max_waiting_prompt_tokens)
 
     @abc.abstractmethod
     async def start(self) -> None:
         """Load the model and warm up; returns once requests can be served."""
 
     @abc.abstractmethod
-    def _stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
-        """The engine's own generation; see `stream`."""
+    def prompt_token_ids(self, request: GenerationRequest) -> Sequence[int]:
+        """The token ids of `request`'s rendered prompt, as the engine will run them.
+
+        Raises:
+            EngineNotReady / EngineDead: the engine cannot serve.
+        """
+
+    @abc.abstractmethod
+    def _stream(
+        self, request: GenerationRequest, prompt_ids: Sequence[int], call: CallContext
+    ) -> AsyncIterator[GenerationChunk]:
+        """The engine's own generation of an admitted request; see `stream`."""
 
     async def stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
         """Yield the generation piece by piece; the last chunk has `finish_reason` set.
@@ -65,9 +86,17 @@ class Engine(abc.ABC):
         labels = (call.service, call.method)
         started = last = time.monotonic()
         tokens = 0
+        ticket = None
         try:
-            async with contextlib.aclosing(self._stream(request, call)) as chunks:
+            prompt_ids = self.prompt_token_ids(request)
+            budget = self.max_model_len - request.max_output_tokens
+            if len(prompt_ids) > budget:
+                raise PromptTooLong(len(prompt_ids), max(budget, 0))
+            ticket = self.admission.admit(len(prompt_ids), call.deadline)
+            async with contextlib.aclosing(self._stream(request, prompt_ids, call)) as chunks:
                 async for chunk in chunks:
+                    if ticket.waiting:
+                        ticket.started()
                     now = time.monotonic()
                     new = chunk.output_token_count - tokens
                     if new > 0:
@@ -85,6 +114,8 @@ class Engine(abc.ABC):
                     call.stats.cached_prompt_tokens = chunk.cached_prompt_token_count
                     yield chunk
         finally:
+            if ticket is not None:
+                ticket.release()
             call.stats.output_tokens = tokens
             metrics.PROMPT_TOKENS.labels(*labels).inc(call.stats.prompt_tokens)
             metrics.CACHED_PROMPT_TOKENS.labels(*labels).inc(call.stats.cached_prompt_tokens)

@@ -11,17 +11,16 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import structlog
 
 from genai_core.config import AdmissionConfig, EngineConfig
-from genai_core.engine.admission import Admission
 from genai_core.engine.base import Engine
 from genai_core.engine.call import CallContext
 from genai_core.engine.types import ChatMessage, EngineStats, GenerationChunk, GenerationRequest
-from genai_core.errors import EngineDead, EngineNotReady, PromptTooLong, RequestTimedOut
+from genai_core.errors import EngineDead, EngineNotReady, RequestTimedOut
 from genai_core.observability import metrics
 from genai_core.text import scrub
 
@@ -130,11 +129,9 @@ class VllmEngine(Engine):
         admission: AdmissionConfig | None = None,
         log_prompts: bool = False,
     ) -> None:
+        super().__init__(config.model_name, config.max_model_len, admission)
         self.config = config
         self.model_path = model_path
-        self.model_name = config.model_name
-        admission = admission or AdmissionConfig()
-        self.admission = Admission(admission.max_waiting_requests, admission.max_waiting_prompt_tokens)
         self.log_prompts = log_prompts
         self._llm: Any = None
         self._tokenizer: Any = None
@@ -178,7 +175,7 @@ class VllmEngine(Engine):
 
     async def _warm_up(self) -> None:
         request = GenerationRequest(messages=(ChatMessage("user", "Hello"),), max_output_tokens=2)
-        async for _ in self._stream(request, CallContext(request_id="warmup")):
+        async for _ in self._stream(request, self.prompt_token_ids(request), CallContext(request_id="warmup")):
             pass
 
     def _stat_logger_factory(self) -> Any:
@@ -237,30 +234,31 @@ class VllmEngine(Engine):
         if self._llm is None or self._closing:
             raise EngineNotReady("the model is not loaded yet or the server is shutting down; retry")
 
-    async def _stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
-        from vllm.v1.engine.exceptions import EngineDeadError
-
+    def prompt_token_ids(self, request: GenerationRequest) -> list[int]:
         self._ensure_serving()
         # Inline, not on a worker thread: rendering takes ~0.3 ms, and a thread that needs
         # the GIL back from a busy event loop waits out whole switch intervals per call
         # (measured: with one busy task on the loop a worker-thread render took 0.4-2 s,
         # with eight 9-10 s; inline, p99 1.1 ms).
-        prompt_ids = self.render_prompt(request.messages)
-        budget = self.config.max_model_len - request.max_output_tokens
-        if len(prompt_ids) > budget:
-            raise PromptTooLong(len(prompt_ids), max(budget, 0))
-        ticket = self.admission.admit(len(prompt_ids), call.deadline)
+        return self.render_prompt(request.messages)
+
+    async def _stream(
+        self, request: GenerationRequest, prompt_ids: Sequence[int], call: CallContext
+    ) -> AsyncIterator[GenerationChunk]:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
         if self._in_flight == 0:
             self._last_progress = time.monotonic()
         self._in_flight += 1
         output_tokens = 0
+        first = True
         texts: list[str] = []
         try:
             # aclosing: if our caller stops early, vLLM's generator is closed at once,
             # which aborts the request in the engine and frees its KV cache.
             async with contextlib.aclosing(
                 self._llm.generate(
-                    {"prompt_token_ids": prompt_ids},
+                    {"prompt_token_ids": list(prompt_ids)},
                     sampling_params(request),
                     call.request_id,
                     priority=call.priority,
@@ -275,8 +273,8 @@ class VllmEngine(Engine):
                     except TimeoutError:
                         raise RequestTimedOut("the call's deadline passed; generation was aborted") from None
                     self._last_progress = time.monotonic()
-                    if ticket.waiting:
-                        ticket.started()
+                    if first:
+                        first = False
                         self._record_queue_time(out, call)
                     completion = out.outputs[0]
                     output_tokens += len(completion.token_ids)
@@ -294,7 +292,6 @@ class VllmEngine(Engine):
             self._dead = e
             raise EngineDead("the model engine has failed; this replica is restarting") from None
         finally:
-            ticket.release()
             self._in_flight -= 1
             if self.log_prompts:
                 log.info(
@@ -331,10 +328,6 @@ class VllmEngine(Engine):
             self._dead = RuntimeError(f"no progress for {stalled_s:.0f}s")
             log.error("engine_stalled", in_flight=self._in_flight, stalled_s=round(stalled_s))
             raise EngineDead("the model engine stopped making progress")
-
-    @property
-    def is_dead(self) -> bool:
-        return self._dead is not None or (self._llm is not None and bool(self._llm.errored))
 
     async def shutdown(self) -> None:
         self._closing = True

@@ -3,6 +3,7 @@
 Servicers only raise typed errors; this is where they become statuses, so every
 method reports failures the same way. It also derives each call's CallContext
 (request id, deadline, priority) once, for the servicer to hand to the engine.
+"Ours" are the methods it is given by name; anything else (health, reflection) passes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -25,11 +27,27 @@ from genai_core.observability import metrics, tracing
 log = structlog.get_logger(__name__)
 
 REQUEST_ID_KEY = "x-request-id"
-_OWN_PREFIX = "/genai."
 _call_var: ContextVar[CallContext | None] = ContextVar("genai_call", default=None)
 
 TrailerProvider = Callable[[], Sequence[tuple[str, str | bytes]]]
 """Returns extra trailing metadata for a response (e.g. a load report for the mesh)."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What the interceptor applies to one method it wraps.
+
+    Attributes:
+        priority: vLLM scheduling priority of its calls; lower runs first.
+        log_fields: bound on every log line of its calls (e.g. the prompt version).
+    """
+
+    priority: int = 0
+    log_fields: Mapping[str, str] = field(default_factory=dict)
+
+
+class UnsupportedHandler(TypeError):
+    """A method given to the interceptor has a handler kind it cannot wrap."""
 
 
 def current_call() -> CallContext:
@@ -65,7 +83,9 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
 class _Call:
     """Book-keeping for one RPC: binds log fields and context, records the outcome once."""
 
-    def __init__(self, owner: ServiceInterceptor, service: str, method: str, context: grpc.aio.ServicerContext) -> None:
+    def __init__(
+        self, owner: ServiceInterceptor, spec: MethodSpec, service: str, method: str, context: grpc.aio.ServicerContext
+    ) -> None:
         self.service, self.method, self.context = service, method, context
         self.started = time.perf_counter()
         remaining = context.time_remaining()
@@ -73,14 +93,14 @@ class _Call:
         self.call = CallContext(
             request_id=_request_id(context),
             deadline=time.monotonic() + budget,
-            priority=owner.priorities.get(f"{service}/{method}", 0),
+            priority=spec.priority,
             service=service,
             method=method,
         )
         self.token = _call_var.set(self.call)
         self.scope = contextlib.ExitStack()
         self.span = self.scope.enter_context(tracing.rpc_span(service, method, context.invocation_metadata()))
-        fields = {"request_id": self.call.request_id, "service": service, "method": method}
+        fields = {**spec.log_fields, "request_id": self.call.request_id, "service": service, "method": method}
         if self.span is not None:
             fields["trace_id"] = tracing.trace_id(self.span)
         self.bound = structlog.contextvars.bind_contextvars(**fields)
@@ -133,23 +153,23 @@ def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) 
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps the handlers of our own services (health and reflection pass through).
+    """Wraps the handlers of the methods it is given; others (health, reflection) pass.
 
     Args:
+        methods: the methods to wrap, keyed "package.Service/Method".
         trailers: providers of extra trailing metadata added to every response.
         max_request_time_s: the longest any call may run, whatever its deadline.
-        priorities: vLLM priority per "package.Service/Method"; others get 0.
     """
 
     def __init__(
         self,
+        methods: Mapping[str, MethodSpec],
         trailers: Sequence[TrailerProvider] = (),
         max_request_time_s: float = 120.0,
-        priorities: Mapping[str, int] | None = None,
     ) -> None:
+        self.methods = dict(methods)
         self.trailers = tuple(trailers)
         self.max_request_time_s = max_request_time_s
-        self.priorities = dict(priorities or {})
         # Set on SIGTERM: calls that still reach us (on open connections) are refused.
         self.draining = False
 
@@ -174,18 +194,20 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         finally:
             call.finish(error)
 
-    def _unary(self, service: str, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def _unary(
+        self, spec: MethodSpec, service: str, method: str, behavior: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._handling(_Call(self, service, method, context), request):
+            async with self._handling(_Call(self, spec, service, method, context), request):
                 return await behavior(request, context)
 
         return handler
 
     def _stream(
-        self, service: str, method: str, behavior: Callable[..., AsyncIterator[Any]]
+        self, spec: MethodSpec, service: str, method: str, behavior: Callable[..., AsyncIterator[Any]]
     ) -> Callable[..., AsyncIterator[Any]]:
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with self._handling(_Call(self, service, method, context), request):
+            async with self._handling(_Call(self, spec, service, method, context), request):
                 async for response in behavior(request, context):
                     yield response
 
@@ -196,18 +218,26 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        """Wrap the handler of a method of ours.
+
+        Raises:
+            UnsupportedHandler: a method of ours has a client-streaming handler, which
+                would otherwise be served without error mapping, deadlines or metrics.
+        """
         handler = await continuation(handler_call_details)
-        full = handler_call_details.method
-        if handler is None or not full.startswith(_OWN_PREFIX):
+        path = handler_call_details.method.lstrip("/")
+        spec = self.methods.get(path)
+        if handler is None or spec is None:
             return handler
-        service, _, method = full[1:].partition("/")
+        service, _, method = path.partition("/")
         parse = _lenient(handler.request_deserializer)
         if handler.unary_unary is not None:
             return handler._replace(
-                unary_unary=self._unary(service, method, handler.unary_unary), request_deserializer=parse
+                unary_unary=self._unary(spec, service, method, handler.unary_unary), request_deserializer=parse
             )
         if handler.unary_stream is not None:
             return handler._replace(
-                unary_stream=self._stream(service, method, handler.unary_stream), request_deserializer=parse
+                unary_stream=self._stream(spec, service, method, handler.unary_stream), request_deserializer=parse
             )
-        return handler
+        log.error("rpc_handler_unsupported", method=path)
+        raise UnsupportedHandler(f"{path}: client-streaming handlers are not supported by the interceptor")
