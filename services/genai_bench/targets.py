@@ -57,6 +57,7 @@ serves the same requests (the other targets have no admission control)."""
 
 def priority(item: WorkItem) -> int:
     """The vLLM priority our service gives this request's method (feed ranking yields)."""
+    # TODO(registry): read the method's default priority from the service registry.
     return AdmissionConfig().method_priorities.get(item.method.lstrip("/"), 0)
 
 
@@ -386,6 +387,7 @@ class GrpcTarget(Target):
         self.startup_s = time.perf_counter() - t0
 
     def _stubs(self) -> Any:
+        # TODO(registry): build stubs from genai_services.registry.SERVICES.
         from genai.feed.v1 import feed_service_pb2_grpc
         from genai.messaging.v1 import messaging_service_pb2_grpc
         from genai.search.v1 import search_service_pb2_grpc

@@ -109,8 +109,8 @@ def spawn(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Pop
 class ServerProcess(LoggedProcess):
     """A `genai serve` process and its ports."""
 
-    port: int = 0
-    metrics_port: int = 0
+    port: int
+    metrics_port: int
 
     @property
     def address(self) -> str:

@@ -109,8 +109,8 @@ def envoy_validate(path: Path) -> subprocess.CompletedProcess[str]:
 
 @dataclass
 class EnvoyProcess(LoggedProcess):
-    grpc_port: int = 0
-    admin_port: int = 0
+    grpc_port: int
+    admin_port: int
 
     @property
     def address(self) -> str:
