@@ -44,8 +44,9 @@ packages = (
     ["genai", *(f"genai.{p}" for p in find_namespace_packages(OUT / "genai"))]
     + ["genai_core", *(f"genai_core.{p}" for p in find_namespace_packages(OUT / "genai_core"))]
     + [
-        "genai_services",
-        *(f"genai_services.{p}" for p in find_namespace_packages(ROOT / "services" / "genai_services")),
+        name
+        for top in ("genai_services", "genai_bench", "genai_testing")
+        for name in (top, *(f"{top}.{p}" for p in find_namespace_packages(ROOT / "services" / top)))
     ]
 )
 setup(packages=[p for p in packages if "__pycache__" not in p])

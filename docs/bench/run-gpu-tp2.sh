@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,nohea
 COMMON="--engine load_format=dummy --engine dtype=bfloat16 --engine enforce_eager=${EAGER:-false} \
   --engine max_model_len=4096 --engine max_num_seqs=256 --engine gpu_memory_utilization=0.90 \
   --mix rewrite --requests 8 --per-slot 2 --warmup 4"
-bench() { timeout ${LIMIT:-560} python -m genai_services.bench "$@" >> "$OUTDIR/$STEP.log" 2>&1; echo "bench exit $?";
+bench() { timeout ${LIMIT:-560} python -m genai_bench "$@" >> "$OUTDIR/$STEP.log" 2>&1; echo "bench exit $?";
   for f in /tmp/genai-bench-*/*/server.log; do [ -f "$f" ] && grep -v "^\s*$" "$f" | tail -25 > "$OUTDIR/server-$(basename $(dirname $f)).log"; done; }
 orphans() { echo "processes left: $(pgrep -fc 'VllmWorker|EngineCore|genai_services.host.cli' || true)";
   nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader | sed 's/^/gpu app: /'; }
@@ -58,14 +58,14 @@ sys.exit(0 if g.HealthStub(grpc.insecure_channel('127.0.0.1:50061')).Check(h.Hea
       echo "smi $(nvidia-smi --query-gpu=index,utilization.gpu --format=csv,noheader | tr '\n' ' ')"
       echo "ours $(curl -s 127.0.0.1:9161/metrics | grep '^genai_gpu_utilization_ratio' | tr '\n' ' ')"
       sleep 2; done > "$OUTDIR/gpu-util-samples.log" 2>&1 ) &
-  timeout 110 python -m genai_services.bench --address 127.0.0.1:50061 --metrics-url http://127.0.0.1:9161/metrics \
+  timeout 110 python -m genai_bench --address 127.0.0.1:50061 --metrics-url http://127.0.0.1:9161/metrics \
     --model /tmp/d8 --model-label "random-weight Llama 8B shape, BF16, TP=2" $COMMON --targets grpc \
     --concurrency 1,16,64,256 --deadline-s 100 --out "$OUTDIR" --name gpu-h200x2-8b-tp2 >> "$OUTDIR/$STEP.log" 2>&1
   t1=$SECONDS; kill -TERM $SP; wait $SP; echo "8b tp2 SIGTERM -> exit $? in $((SECONDS - t1)) s"; sleep 2; orphans
   # One TP=1 replica per GPU at once: BF16 on GPU 0, FP8 on GPU 1 (two BF16 replicas = 2x GPU 0's).
   export BENCH_SERVER_LOG=info
   for g in 0 1; do q=""; [ $g = 1 ] && q="--engine quantization=fp8"
-    CUDA_VISIBLE_DEVICES=$g timeout 240 python -m genai_services.bench --model /tmp/d8 \
+    CUDA_VISIBLE_DEVICES=$g timeout 240 python -m genai_bench --model /tmp/d8 \
       --model-label "random-weight Llama 8B shape, TP=1 on GPU $g ${q:+FP8}" $COMMON $q --targets grpc \
       --concurrency 1,16,64,256 --deadline-s 230 --out "$OUTDIR" --name gpu-h200x2-8b-tp1-gpu$g > "$OUTDIR/tp1-gpu$g.log" 2>&1 & done; wait
   grep -h "engine_ready" /tmp/genai-bench-*/*/server.log /tmp/genai-bench-*/server.log 2>/dev/null | cut -c1-300

@@ -31,7 +31,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>
 # A random-weight 1.2B Llama with SmolLM2's tokenizer and chat template (written on the GPU).
 [ -f /tmp/m1b/config.json ] || python .gpu/p03/make_bench_model.py /tmp/m1b 1b .gpu/p03/tok >> "$OUTDIR/model.txt" 2>&1 \
   || { cat "$OUTDIR/model.txt"; exit 1; }
-python -m genai_services.bench \
+python -m genai_bench \
   --model /tmp/m1b --model-label "random-weight Llama 1.2B (bf16), SmolLM2 tokenizer" \
   --engine dtype=bfloat16 --engine enforce_eager=${EAGER:-true} --engine max_model_len=4096 \
   --engine max_num_seqs=256 --engine gpu_memory_utilization=0.85 \

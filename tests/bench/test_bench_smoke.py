@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from doubles import FakeEngine
 from genai_core.engine.types import GenerationRequest
-from genai_services.bench import cli
-from genai_services.bench.workload import FEATURES, build_workload, parse_mix
+from genai_bench import cli
+from genai_bench.workload import FEATURES, build_workload, parse_mix
 from servers import in_process_server
 
 RUN_FIELDS = {
@@ -136,7 +136,7 @@ def test_bench_raw_grpc_and_hf_on_the_tiny_model(tmp_path: Path):
         [
             sys.executable,
             "-m",
-            "genai_services.bench",
+            "genai_bench",
             "--model",
             "tiny",
             "--engine",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from grpc_health.v1 import health_pb2
-from procs import ServerProcess, engine_env, free_port
+from genai_testing.procs import ServerProcess, engine_env, free_port
 
 from genai_services.registry import REGISTRY
 
@@ -44,7 +44,7 @@ def readme_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
         env=env,
         start_new_session=True,  # its own process group, as a container's would be
     )
-    server = ServerProcess(process, port, metrics_port, log_path)
+    server = ServerProcess(process, log_path, port, metrics_port)
     try:
         # First start converts the default model (~30 s) before vLLM loads it (~25 s).
         server.wait_serving(timeout_s=600)

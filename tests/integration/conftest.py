@@ -5,9 +5,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from procs import ServerProcess, start_server
+from genai_testing.procs import ServerProcess, start_server
 
-from genai_core.models import write_tiny_model
+from genai_testing.tiny_model import write_tiny_model
 
 # vLLM's engine takes ~20-30 s to start on 2 cores: one server serves the whole session.
 TINY_ENGINE = {

@@ -19,7 +19,7 @@ from genai.messaging.v1 import messaging_service_pb2_grpc as msg_grpc
 from genai.search.v1 import search_service_pb2 as search_pb
 from genai.search.v1 import search_service_pb2_grpc as search_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from procs import ServerProcess, start_server
+from genai_testing.procs import ServerProcess, start_server
 
 pytestmark = pytest.mark.engine
 

@@ -4,8 +4,8 @@ queries return the expected series."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -17,7 +17,7 @@ import pytest
 import yaml
 from genai.messaging.v1 import messaging_service_pb2 as msg_pb
 from genai.messaging.v1 import messaging_service_pb2_grpc as msg_grpc
-from procs import ServerProcess, free_port
+from genai_testing.procs import LoggedProcess, ServerProcess, free_port
 
 pytestmark = pytest.mark.engine
 
@@ -44,10 +44,10 @@ def prometheus(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) 
         "scrape_configs": [{"job_name": "genai", "static_configs": [{"targets": [f"127.0.0.1:{server.metrics_port}"]}]}],
     }))
     port = free_port()
-    process = subprocess.Popen(
+    process = LoggedProcess.start(
         [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=(tmp / "log").open("wb"), stderr=subprocess.STDOUT,
+        tmp / "log", dict(os.environ),
     )
     try:
         deadline = time.monotonic() + 60
@@ -59,11 +59,10 @@ def prometheus(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) 
                 pass
             time.sleep(0.5)
         else:
-            raise AssertionError((tmp / "log").read_text()[-2000:])
+            raise AssertionError(process.log_tail(2000))
         yield port
     finally:
-        process.terminate()
-        process.wait(30)
+        process.stop(30)
 
 
 def test_scrape_after_traffic(prometheus: int, channel: grpc.Channel) -> None:

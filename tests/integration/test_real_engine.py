@@ -19,7 +19,7 @@ from genai.search.v1 import search_service_pb2 as search_pb
 from genai.search.v1 import search_service_pb2_grpc as search_grpc
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-from procs import ServerProcess
+from genai_testing.procs import ServerProcess
 
 from genai_services.registry import REGISTRY
 

@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from metrics_scrape import scrape
-from procs import ServerProcess
+from genai_testing.procs import ServerProcess
 
 pytestmark = pytest.mark.engine
 

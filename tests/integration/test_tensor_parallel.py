@@ -15,7 +15,7 @@ from genai.search.v1 import search_service_pb2 as search_pb
 from genai.search.v1 import search_service_pb2_grpc as search_grpc
 from grpc_health.v1 import health_pb2
 from metrics_scrape import scrape
-from procs import start_server
+from genai_testing.procs import start_server
 
 pytestmark = pytest.mark.engine
 

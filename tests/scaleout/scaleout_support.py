@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-import signal
+import os
 import subprocess
 import sys
 import time
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from genai_testing.procs import LoggedProcess, spawn
 
 from genai_services.registry import REGISTRY
 
@@ -106,18 +107,13 @@ def envoy_validate(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 @dataclass
-class EnvoyProcess:
-    process: subprocess.Popen[bytes]
+class EnvoyProcess(LoggedProcess):
     grpc_port: int
     admin_port: int
-    log_path: Path
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def admin(self, path: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
@@ -154,10 +150,7 @@ class EnvoyProcess:
         deadline = time.monotonic() + timeout_s
         last: dict[int, dict[str, Any]] = {}
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"envoy exited with {self.process.returncode}:\n{self.log()[-4000:]}"
-                )
+            self.check_alive()
             try:
                 last = self.hosts(cluster)
             except OSError:
@@ -167,15 +160,6 @@ class EnvoyProcess:
             time.sleep(0.25)
         raise TimeoutError(f"{cluster} hosts not healthy in envoy after {timeout_s}s: {last}")
 
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
 
 def start_envoy(
     tmp: Path, config: dict[str, Any], *, grpc_port: int, admin_port: int
@@ -183,18 +167,10 @@ def start_envoy(
     config_path = tmp / "envoy.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = tmp / "envoy.log"
-    process = subprocess.Popen(
-        [
-            ENVOY,
-            "-c",
-            str(config_path),
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "-l",
-            "warning",
-        ],
-        stdout=log_path.open("wb"),  # the access log (JSON lines) and Envoy's own log
-        stderr=subprocess.STDOUT,
+    # The access log (JSON lines) and Envoy's own log.
+    process = spawn(
+        [ENVOY, "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart", "-l", "warning"],
+        log_path,
+        dict(os.environ),
     )
-    return EnvoyProcess(process, grpc_port, admin_port, log_path)
+    return EnvoyProcess(process, log_path, grpc_port, admin_port)

@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from procs import free_port
+from genai_testing.procs import free_port
 from scaleout_support import (
     DOCKER,
     SERVICE_CLUSTERS,

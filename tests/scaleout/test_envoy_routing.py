@@ -32,12 +32,12 @@ import grpc
 import pytest
 from genai.search.v1 import search_service_pb2 as pb
 from genai.search.v1 import search_service_pb2_grpc as pb_grpc
-from procs import ServerProcess, free_port, start_server
+from genai_testing.procs import ServerProcess, free_port, start_server
 from scaleout_support import EnvoyProcess, load_envoy_template, render_for_loopback, start_envoy
 from xds.data.orca.v3 import orca_load_report_pb2
 
 from genai_core.grpc_runtime.orca import ORCA_TRAILER_KEY
-from genai_core.models import write_tiny_model
+from genai_testing.tiny_model import write_tiny_model
 
 pytestmark = pytest.mark.engine
 

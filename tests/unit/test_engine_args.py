@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from genai_core.config import parse_config
-from genai_core.engine.vllm_engine import cpu_rank_binding, engine_args
+from genai_core.engine.types import ChatMessage
+from genai_core.engine.vllm_engine import chat_prompt_text, cpu_rank_binding, engine_args, queue_time_s
 
 
 def test_engine_args_carry_every_setting() -> None:
@@ -36,3 +39,26 @@ def test_cpu_rank_binding_splits_cores_evenly() -> None:
     assert cpu_rank_binding([0, 1, 2, 3, 4], 2) == "0,1|2,3"
     with pytest.raises(ValueError, match="at least 4 CPU cores"):
         cpu_rank_binding([0, 1], 4)
+
+
+def test_queue_time_from_the_engine_core_timestamps() -> None:
+    def output(**m: float) -> SimpleNamespace:
+        return SimpleNamespace(metrics=SimpleNamespace(**m))
+
+    assert queue_time_s(output(queued_ts=10.0, scheduled_ts=10.25)) == 0.25
+    assert queue_time_s(output(queued_ts=10.0, scheduled_ts=10.0)) == 0.0
+    # Missing, unset or out-of-order timestamps give no queue time rather than a wrong one.
+    assert queue_time_s(output(queued_ts=10.0, scheduled_ts=9.0)) is None
+    assert queue_time_s(output(queued_ts=0.0, scheduled_ts=3.0)) is None
+    assert queue_time_s(SimpleNamespace(metrics=None)) is None
+    assert queue_time_s(SimpleNamespace()) is None
+
+
+def test_chat_prompt_text_renders_every_message_and_the_answer_prompt() -> None:
+    class Tokenizer:
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):  # noqa: ANN001, ANN202
+            assert tokenize is False and add_generation_prompt is True
+            return "|".join(f"{m['role']}:{m['content']}" for m in messages) + "|assistant:"
+
+    messages = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hi"))
+    assert chat_prompt_text(Tokenizer(), messages) == "system:Be brief.|user:Hi|assistant:"

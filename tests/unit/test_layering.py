@@ -1,4 +1,6 @@
-"""Import layering: genai_core knows nothing of the services; services never import the host."""
+"""Import layering: genai_core knows nothing of the services, the benchmark or the test support;
+the product never imports the benchmark or the test support; services never import the host;
+nothing outside genai_core reads its private names."""
 
 from __future__ import annotations
 
@@ -12,7 +14,12 @@ from genai_services.registry import REGISTRY
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "shared" / "genai_core"
 SERVICES = ROOT / "services" / "genai_services"
+BENCH = ROOT / "services" / "genai_bench"
+TESTING = ROOT / "services" / "genai_testing"
 FEATURES = REGISTRY.names  # each registered service's folder has the same name
+# The one product module allowed to import the benchmark, inside a function only, so
+# `genai bench` works while `genai serve` never loads it.
+BENCH_ENTRY = SERVICES / "host" / "cli.py"
 
 
 def module_name(path: Path) -> str:
@@ -54,6 +61,52 @@ def imports_of(path: Path) -> set[str]:
     return imported_modules(path.read_text(), module_name(path), path.name == "__init__.py")
 
 
+def top_level_imports(source: str, module: str, is_package: bool = False) -> set[str]:
+    """Like `imported_modules`, but only what the module imports when it is loaded (not in functions)."""
+    tree = ast.parse(source)
+    nested: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            nested.update(id(n) for n in ast.walk(node) if n is not node)
+    top = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in nested]
+    return imported_modules(ast.unparse(ast.Module(body=top, type_ignores=[])), module, is_package)
+
+
+def top_level_imports_of(path: Path) -> set[str]:
+    return top_level_imports(path.read_text(), module_name(path), path.name == "__init__.py")
+
+
+def is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_names_of_core() -> set[str]:
+    """Private names genai_core defines: module-level functions, classes, constants, and
+    `self._x` attributes and methods of its classes."""
+    names: set[str] = set()
+    for path in python_files(CORE):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+                names.add(node.attr)
+    return {n for n in names if is_private(n)}
+
+
+def private_core_uses(source: str, private: set[str]) -> list[str]:
+    """`from genai_core... import _x` and `obj._x` (obj not self/cls) for `_x` in `private`."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and within(node.module or "", "genai_core"):
+            found += [f"import {alias.name}" for alias in node.names if alias.name in private]
+        elif isinstance(node, ast.Attribute) and node.attr in private:
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append(f".{node.attr}")
+    return found
+
+
 # --- the import reader itself ------------------------------------------------------
 
 
@@ -78,8 +131,26 @@ def test_import_reader_resolves_relative_imports_in_packages():
     assert "genai_services.messaging.domain" in found
 
 
+def test_top_level_import_reader_skips_function_bodies():
+    source = "import a\nif X:\n    from b import c\ndef f():\n    import genai_bench.cli\n"
+    assert "genai_bench.cli" in imported_modules(source, "genai_services.host.x")
+    assert top_level_imports(source, "genai_services.host.x") == {"a", "b", "b.c"}
+
+
+def test_private_use_reader_finds_reaches_into_the_core():
+    private = {"_llm", "_FALLBACK_TEMPLATE"}
+    source = (
+        "from genai_core.engine.vllm_engine import _FALLBACK_TEMPLATE\n"
+        "x = engine._llm\n"
+        "y = self._llm\n"
+    )
+    assert private_core_uses(source, private) == ["import _FALLBACK_TEMPLATE", "._llm"]
+
+
 def test_layout_is_where_the_test_expects_it():
     assert len(python_files(CORE)) >= 5
+    assert (BENCH / "cli.py").is_file() and (TESTING / "procs.py").is_file()
+    assert {"_llm", "_FALLBACK_TEMPLATE", "_record_queue_time"} <= private_names_of_core()
     for feature in FEATURES:
         assert (SERVICES / feature / "convert.py").is_file()
     assert (SERVICES / "host").is_dir()
@@ -88,10 +159,48 @@ def test_layout_is_where_the_test_expects_it():
 # --- the rules -------------------------------------------------------------------------
 
 
-def test_genai_core_never_imports_genai_services():
+@pytest.mark.parametrize("package", ["genai_services", "genai_bench", "genai_testing"])
+def test_genai_core_never_imports_what_builds_on_it(package):
     offenders = {
-        str(path.relative_to(ROOT)): sorted(m for m in imports_of(path) if within(m, "genai_services"))
+        str(path.relative_to(ROOT)): sorted(m for m in imports_of(path) if within(m, package))
         for path in python_files(CORE)
+    }
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert offenders == {}
+
+
+@pytest.mark.parametrize("package", ["genai_bench", "genai_testing"])
+def test_the_product_never_imports_the_benchmark_or_test_support(package):
+    offenders = {}
+    for path in python_files(SERVICES):
+        # The `genai bench` entry point may load the benchmark, lazily, when asked to.
+        allowed_lazily = path == BENCH_ENTRY and package == "genai_bench"
+        found = top_level_imports_of(path) if allowed_lazily else imports_of(path)
+        offenders[str(path.relative_to(ROOT))] = sorted(m for m in found if within(m, package))
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert offenders == {}
+
+
+def test_the_bench_entry_point_still_reaches_the_benchmark():
+    # Keeps the exception above honest: it names the file that really does the hand-off.
+    assert any(within(m, "genai_bench") for m in imports_of(BENCH_ENTRY))
+
+
+def test_test_support_never_imports_the_benchmark():
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(m for m in imports_of(path) if within(m, "genai_bench"))
+        for path in python_files(TESTING)
+    }
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert offenders == {}
+
+
+def test_nothing_outside_the_core_reads_its_private_names():
+    private = private_names_of_core()
+    offenders = {
+        str(path.relative_to(ROOT)): private_core_uses(path.read_text(), private)
+        for package in (SERVICES, BENCH, TESTING)
+        for path in python_files(package)
     }
     offenders = {k: v for k, v in offenders.items() if v}
     assert offenders == {}

@@ -1,4 +1,4 @@
-"""Unit tests for genai_core.models: the tiny test model, cache location, missing package.
+"""Unit tests for genai_core.models: cache location, missing package, resolving engine.model.
 
 Converting the real SmolLM2 model takes ~20 s and ~1.3 GB of RAM, so it is not
 exercised here; the fast path and the failure paths are.
@@ -14,74 +14,7 @@ from pathlib import Path
 import pytest
 
 from genai_core import models
-
-TRICKY_TEXT = "Héllo wörld — 東京 ✓"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Module scope: writing the model imports torch/transformers once (~2 s).
-    return models.write_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def tiny_tokenizer(tiny_model: Path):  # noqa: ANN201 - transformers type is dynamic
-    transformers = pytest.importorskip("transformers")
-    return transformers.AutoTokenizer.from_pretrained(str(tiny_model))
-
-
-def test_tiny_model_tokenizer_roundtrips_any_text(tiny_tokenizer) -> None:  # noqa: ANN001
-    ids = tiny_tokenizer.encode(TRICKY_TEXT, add_special_tokens=False)
-    assert tiny_tokenizer.unk_token_id not in ids
-    assert tiny_tokenizer.decode(ids) == TRICKY_TEXT
-    # With special tokens allowed in, decoding without them must still be exact.
-    ids = tiny_tokenizer.encode(TRICKY_TEXT)
-    assert tiny_tokenizer.decode(ids, skip_special_tokens=True) == TRICKY_TEXT
-
-
-def test_tiny_model_chat_template_renders_user_text(tiny_tokenizer) -> None:  # noqa: ANN001
-    messages = [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": TRICKY_TEXT},
-    ]
-    rendered = tiny_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert rendered == f"<|system|>\nBe brief.\n<|user|>\n{TRICKY_TEXT}\n<|assistant|>\n"
-
-
-def test_tiny_model_role_markers_are_single_special_tokens(tiny_tokenizer) -> None:  # noqa: ANN001
-    for marker in models.TINY_ROLE_TOKENS:
-        ids = tiny_tokenizer.encode(marker, add_special_tokens=False)
-        assert len(ids) == 1
-        assert marker in tiny_tokenizer.all_special_tokens
-    assert tiny_tokenizer.bos_token == "<s>"
-    assert tiny_tokenizer.eos_token == "</s>"
-
-
-def test_tiny_model_files_and_config(tiny_model: Path, tiny_tokenizer) -> None:  # noqa: ANN001
-    config = json.loads((tiny_model / "config.json").read_text())
-    assert config["architectures"] == ["LlamaForCausalLM"]
-    assert config["model_type"] == "llama"
-    assert config["hidden_size"] == 64
-    assert config["num_hidden_layers"] == 2
-    assert config["num_attention_heads"] == 4
-    assert config["num_key_value_heads"] == 2
-    assert config["max_position_embeddings"] == 4096
-    # vLLM's CPU attention only supports head sizes that are multiples of 32.
-    assert config["head_dim"] % 32 == 0
-    # The model must not emit ids the tokenizer cannot decode.
-    assert config["vocab_size"] == len(tiny_tokenizer)
-    assert 1000 <= config["vocab_size"] <= 2100
-    assert config["bos_token_id"] == tiny_tokenizer.bos_token_id
-    assert config["eos_token_id"] == tiny_tokenizer.eos_token_id
-    assert any(tiny_model.glob("*.safetensors"))
-    tokenizer_config = json.loads((tiny_model / "tokenizer_config.json").read_text())
-    assert tokenizer_config["chat_template"] == models.TINY_CHAT_TEMPLATE
-
-
-def test_tiny_model_is_deterministic_per_seed(tmp_path: Path, tiny_model: Path) -> None:
-    again = models.write_tiny_model(tmp_path / "again", seed=0)
-    assert (again / "model.safetensors").read_bytes() == (tiny_model / "model.safetensors").read_bytes()
-    assert (again / "tokenizer.json").read_bytes() == (tiny_model / "tokenizer.json").read_bytes()
+from genai_core.config import DEFAULT_MODEL_NAME, ConfigError, parse_config
 
 
 def test_cache_dir_honours_genai_model_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -122,7 +55,7 @@ def test_missing_package_raises_with_pip_hint(monkeypatch: pytest.MonkeyPatch, t
 
 
 def _write_finished(cache: Path, **marker: object) -> Path:
-    target = cache / models.DEFAULT_MODEL_ID
+    target = cache / DEFAULT_MODEL_NAME
     target.mkdir(parents=True)
     (target / "config.json").write_text("{}")
     data = {"format": models.MARKER_FORMAT, "source_file": "x.gguf", "source_size": 1, **marker}
@@ -158,14 +91,14 @@ def test_incomplete_directory_is_not_reused(monkeypatch: pytest.MonkeyPatch, tmp
     source = tmp_path / "model.gguf"
     source.write_bytes(b"GGUF")
     monkeypatch.setattr(models, "find_default_gguf", lambda: source)
-    (tmp_path / "cache" / models.DEFAULT_MODEL_ID).mkdir(parents=True)
-    (tmp_path / "cache" / f".{models.DEFAULT_MODEL_ID}.tmp-stale").mkdir()
+    (tmp_path / "cache" / DEFAULT_MODEL_NAME).mkdir(parents=True)
+    (tmp_path / "cache" / f".{DEFAULT_MODEL_NAME}.tmp-stale").mkdir()
     calls: list[Path] = []
     monkeypatch.setattr(models, "_convert", lambda gguf, target, progress: calls.append(target))
     target = models.ensure_default_model(tmp_path / "cache", progress=False)
     assert calls == [target]
     # Leftovers of a killed conversion are cleaned up under the lock.
-    assert not (tmp_path / "cache" / f".{models.DEFAULT_MODEL_ID}.tmp-stale").exists()
+    assert not (tmp_path / "cache" / f".{DEFAULT_MODEL_NAME}.tmp-stale").exists()
 
 
 def test_find_default_gguf_locates_installed_file_when_present() -> None:
@@ -174,3 +107,26 @@ def test_find_default_gguf_locates_installed_file_when_present() -> None:
     path = models.find_default_gguf()
     assert path.suffix == ".gguf"
     assert path.is_file()
+
+
+def _config(model: str):  # noqa: ANN202 - genai_core.config.Config
+    return parse_config({"engine": {"model": model}})
+
+
+def test_resolve_model_converts_the_default_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(models, "ensure_default_model", lambda: tmp_path / DEFAULT_MODEL_NAME)
+    assert models.resolve_model(_config("default")) == str(tmp_path / DEFAULT_MODEL_NAME)
+
+
+def test_resolve_model_accepts_a_model_directory(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    assert models.resolve_model(_config(str(tmp_path))) == str(tmp_path)
+
+
+def test_resolve_model_refuses_a_local_path_without_a_model(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"engine\.model: .*nope is not a model directory"):
+        models.resolve_model(_config(str(tmp_path / "nope")))
+
+
+def test_resolve_model_passes_hub_names_through() -> None:
+    assert models.resolve_model(_config("HuggingFaceTB/SmolLM2-135M-Instruct")) == "HuggingFaceTB/SmolLM2-135M-Instruct"

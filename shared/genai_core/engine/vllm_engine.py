@@ -33,6 +33,62 @@ _FALLBACK_TEMPLATE = (
 )
 
 
+def load_chat_tokenizer(path: str) -> Any:
+    """The model's tokenizer, with a plain chat template if the model ships none.
+
+    The engine renders prompts with it; other clients (the benchmark's baselines) load it
+    here to send the model the very same prompt text.
+
+    Args:
+        path: a local Hugging Face model or tokenizer directory.
+
+    Returns:
+        A `transformers` tokenizer whose `apply_chat_template` works.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = _FALLBACK_TEMPLATE
+    return tokenizer
+
+
+def chat_prompt_text(tokenizer: Any, messages: tuple[ChatMessage, ...]) -> str:
+    """The chat-templated prompt text, ending where the assistant's answer begins.
+
+    Args:
+        tokenizer: from `load_chat_tokenizer`.
+        messages: the conversation so far.
+
+    Returns:
+        The text, holding any BOS token the template wants (so encode it without special tokens).
+    """
+    return str(
+        tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in messages],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+    )
+
+
+def queue_time_s(output: Any) -> float | None:
+    """Seconds a request waited in vLLM's scheduler queue, from one of its RequestOutputs.
+
+    Args:
+        output: a vLLM RequestOutput (the first one of a request carries the timestamps).
+
+    Returns:
+        The engine core's own scheduled minus queued time, or None where vLLM does not
+        report both timestamps (e.g. with stats logging off).
+    """
+    m = getattr(output, "metrics", None)
+    queued, scheduled = getattr(m, "queued_ts", 0.0), getattr(m, "scheduled_ts", 0.0)
+    if queued and scheduled >= queued:
+        return float(scheduled - queued)
+    return None
+
+
 def _on_cpu() -> bool:
     from vllm.platforms import current_platform
 
@@ -155,14 +211,9 @@ class VllmEngine(Engine):
             )
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         started = time.perf_counter()
-        from transformers import AutoTokenizer
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self._tokenizer = await asyncio.to_thread(
-            AutoTokenizer.from_pretrained, self.config.tokenizer or self.model_path
-        )
-        if not getattr(self._tokenizer, "chat_template", None):
-            self._tokenizer.chat_template = _FALLBACK_TEMPLATE
+        self._tokenizer = await asyncio.to_thread(load_chat_tokenizer, self.config.tokenizer or self.model_path)
         # Building the engine blocks for tens of seconds (the engine process loads the
         # model); off the event loop so health checks keep answering meanwhile.
         self._llm = await asyncio.to_thread(
@@ -220,11 +271,7 @@ class VllmEngine(Engine):
 
     def render_prompt(self, messages: tuple[ChatMessage, ...]) -> list[int]:
         """Token ids of the chat-templated prompt, ready for the engine."""
-        text = self._tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in messages],
-            tokenize=False,
-            add_generation_prompt=True,
-        )
+        text = chat_prompt_text(self._tokenizer, messages)
         # The template already holds any BOS token it wants.
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -304,14 +351,39 @@ class VllmEngine(Engine):
     def stats(self) -> EngineStats:
         return self._stats
 
+    def generate_raw(self, prompt_token_ids: list[int], params: Any, request_id: str, priority: int = 0) -> Any:
+        """vLLM's own generate on this engine, bypassing admission, parsing and metrics.
+
+        For the benchmark's ceiling measurement ("what does the bare engine do with the
+        same prompts"); services call `stream` / `generate_json`.
+
+        Args:
+            prompt_token_ids: the rendered prompt (`render_prompt`).
+            params: vLLM SamplingParams (`sampling_params`).
+            request_id: unique among requests in flight.
+            priority: vLLM priority; lower runs first.
+
+        Returns:
+            vLLM's async iterator of RequestOutputs; closing it aborts the request.
+
+        Raises:
+            EngineDead, EngineNotReady: the engine cannot take requests.
+        """
+        self._ensure_serving()
+        return self._llm.generate({"prompt_token_ids": prompt_token_ids}, params, request_id, priority=priority)
+
+    async def reset_prefix_cache(self) -> None:
+        """Forget every cached prompt prefix, so the next measurement starts cold."""
+        self._ensure_serving()
+        await self._llm.reset_prefix_cache()
+
     @staticmethod
     def _record_queue_time(out: Any, call: CallContext) -> None:
         """The scheduler's own queue time (engine-core timestamps), when it reports them."""
-        m = getattr(out, "metrics", None)
-        queued, scheduled = getattr(m, "queued_ts", 0.0), getattr(m, "scheduled_ts", 0.0)
-        if queued and scheduled >= queued:
-            call.stats.queue_s = scheduled - queued
-            metrics.QUEUE_TIME.labels(call.service, call.method).observe(scheduled - queued)
+        queue_s = queue_time_s(out)
+        if queue_s is not None:
+            call.stats.queue_s = queue_s
+            metrics.QUEUE_TIME.labels(call.service, call.method).observe(queue_s)
 
     async def check_health(self) -> None:
         if self._dead is not None:

@@ -33,6 +33,7 @@ FEATURES = ("feed", "suggest", "rewrite", "search")
 """Workload features: feed = RankPosts, suggest = SuggestReplies,
 rewrite = StreamRewriteDraft (streaming), search = UnderstandQuery."""
 
+# TODO(registry): take the full method names from genai_services.registry.SERVICES.
 METHODS = {
     "feed": "/genai.feed.v1.FeedService/RankPosts",
     "suggest": "/genai.messaging.v1.MessagingService/SuggestReplies",

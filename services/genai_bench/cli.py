@@ -8,7 +8,7 @@ Examples (see docs/benchmarks.md for the runs in the repo):
         --concurrency 1,4,8 --rates 0.5 --out docs/bench --name cpu-smollm2
     genai bench --targets grpc --address 127.0.0.1:50051 --concurrency 8   # a running server
 
-Only argparse is imported at module level: `genai`'s parser is built on every command.
+Only argparse is imported at module level, so `--help` and argument errors answer at once.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _engine_section(args: argparse.Namespace) -> dict[str, Any]:
     import yaml
 
-    from genai_services.bench.suite import merge, parse_variant
+    from genai_bench.suite import merge, parse_variant
 
     engine: dict[str, Any] = {}
     if args.config is not None:
@@ -153,25 +153,25 @@ def _engine_section(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _model(args: argparse.Namespace) -> tuple[str, str]:
-    from genai_core.models import DEFAULT_MODEL_ID, ensure_default_model, write_tiny_model
+    from genai_core.config import DEFAULT_MODEL, DEFAULT_MODEL_NAME
+    from genai_core.models import ensure_default_model
+    from genai_testing.tiny_model import write_tiny_model
 
     if args.model == "tiny":
         path = write_tiny_model(Path(tempfile.mkdtemp(prefix="genai-bench-tiny-")))
-        return str(
-            path
-        ), args.model_label or "tiny random Llama (genai_core.models.write_tiny_model)"
-    if args.model == "default":
-        return str(ensure_default_model(progress=True)), args.model_label or DEFAULT_MODEL_ID
+        return str(path), args.model_label or "tiny random Llama (genai_testing.tiny_model.write_tiny_model)"
+    if args.model == DEFAULT_MODEL:
+        return str(ensure_default_model(progress=True)), args.model_label or DEFAULT_MODEL_NAME
     return str(Path(args.model).expanduser()), args.model_label or Path(args.model).name
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     import json
 
-    from genai_services.bench import report
-    from genai_services.bench.loadgen import Load
-    from genai_services.bench.suite import DEFAULT_ORDER, TARGETS, Plan, Suite, parse_variant
-    from genai_services.bench.workload import parse_mix
+    from genai_bench import report
+    from genai_bench.loadgen import Load
+    from genai_bench.suite import DEFAULT_ORDER, TARGETS, Plan, Suite, parse_variant
+    from genai_bench.workload import parse_mix
 
     if args.report_only is not None:
         results = json.loads(args.report_only.read_text())
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         model_path, label = "", args.model_label or f"the model served at {args.address}"
     else:
         model_path, label = _model(args)
-    command = "genai bench " + shlex.join(argv if argv is not None else sys.argv[2:])
+    command = "genai bench " + shlex.join(argv if argv is not None else sys.argv[1:])
     plan = Plan(
         model_path=model_path,
         model_label=label,

@@ -25,9 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -39,10 +36,11 @@ from typing import Any
 from genai_core.config import EngineConfig, parse_config
 from genai_core.engine.call import CallContext
 from genai_core.engine.types import GenerationRequest
-from genai_core.engine.vllm_engine import sampling_params
+from genai_core.engine.vllm_engine import chat_prompt_text, load_chat_tokenizer, queue_time_s, sampling_params
+from genai_testing.procs import LoggedProcess, ServerProcess, free_port, server_env, start_server
 
-from genai_services.bench import http
-from genai_services.bench.workload import WorkItem
+from genai_bench import http
+from genai_bench.workload import WorkItem
 from genai_services.messaging.domain import LengthLimiter
 from genai_services.registry import REGISTRY
 
@@ -125,12 +123,6 @@ def engine_config(engine: dict[str, Any], model_path: str) -> EngineConfig:
     return parse_config({"engine": {**engine, "model": model_path}}, "bench engine settings").engine
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _error(e: BaseException) -> str:
     import grpc
 
@@ -191,14 +183,7 @@ class InProcessEngine:
 
     async def reset_prefix_cache(self) -> None:
         """Forget cached prompts, so a second target on this engine starts as cold as the first."""
-        import inspect
-
-        llm = self.engine._llm
-        reset = getattr(llm, "reset_prefix_cache", None)
-        if reset is not None:
-            result = reset()
-            if inspect.isawaitable(result):
-                await result
+        await self.engine.reset_prefix_cache()
 
     async def release(self) -> None:
         self._users -= 1
@@ -226,7 +211,7 @@ class RawTarget(Target):
         self._ids = {id(i): render(i.generation.messages) for i in items}
 
     async def call(self, item: WorkItem) -> Sample:
-        llm = self.shared.engine._llm
+        engine = self.shared.engine
         ids = self._ids.get(id(item)) or self.shared.engine.render_prompt(item.generation.messages)
         params = sampling_params(item.generation)
         sample = Sample(item.index, item.feature, time.perf_counter(), prompt_tokens=len(ids))
@@ -237,12 +222,7 @@ class RawTarget(Target):
         )
         try:
             async with contextlib.aclosing(
-                llm.generate(
-                    {"prompt_token_ids": ids},
-                    params,
-                    f"bench-{uuid.uuid4().hex}",
-                    priority=priority(item),
-                )
+                engine.generate_raw(ids, params, f"bench-{uuid.uuid4().hex}", priority=priority(item))
             ) as outputs:
                 async for out in outputs:
                     now = time.perf_counter()
@@ -251,13 +231,9 @@ class RawTarget(Target):
                     if sample.first_token is None and completion.token_ids:
                         sample.first_token = now - sample.start
                     sample.cached_tokens = out.num_cached_tokens or 0
-                    metrics = getattr(out, "metrics", None)
-                    if (
-                        metrics is not None
-                        and getattr(metrics, "scheduled_ts", 0)
-                        and getattr(metrics, "queued_ts", 0)
-                    ):
-                        sample.queue_s = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
+                    queued = queue_time_s(out)
+                    if queued is not None:
+                        sample.queue_s = queued
                     if visible is not None:
                         visible.feed(completion.text, now)
                         if visible.done:
@@ -319,54 +295,7 @@ class EngineTarget(Target):
         await self.shared.release()
 
 
-# --- subprocess helpers -------------------------------------------------------------------
-
-
-class _Process:
-    """A server subprocess with its log in a file."""
-
-    def __init__(self, cmd: list[str], log_path: Path, env: dict[str, str]) -> None:
-        self.log_path = log_path
-        self.cmd = cmd
-        self.process = subprocess.Popen(
-            cmd,
-            stdout=log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(
-                f"{self.cmd[:4]} exited with {self.process.returncode}:\n{self.log_tail()}"
-            )
-
-    async def stop(self, timeout_s: float = 60) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while self.process.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        if self.process.poll() is None:
-            # Its engine child processes share the session; take them down with it.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        return self.process.returncode
-
-
-def server_env(workdir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("VLLM_CACHE_ROOT", str(workdir / "vllm-cache"))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+# --- server metrics -----------------------------------------------------------------------
 
 
 async def _scrape(url: str | None) -> dict[str, float] | None:
@@ -408,7 +337,7 @@ class GrpcTarget(Target):
         self.metrics_url = metrics_url
         self.n_channels = channels
         self.start_timeout_s = start_timeout_s
-        self.proc: _Process | None = None
+        self.proc: ServerProcess | None = None
         self._channels: list[Any] = []
         self._next = 0
 
@@ -417,30 +346,24 @@ class GrpcTarget(Target):
 
     async def start(self) -> None:
         import grpc
-        import yaml
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         t0 = time.perf_counter()
         if self.address is None:
             assert self.model_path is not None
             self.workdir.mkdir(parents=True, exist_ok=True)
-            port, metrics_port = free_port(), free_port()
-            config = {
-                "engine": {**self.engine, "model": self.model_path},
-                "server": {"host": "127.0.0.1", "port": port, "shutdown_grace_s": 5},
-                "admission": BENCH_ADMISSION,
-                "metrics": {"host": "127.0.0.1", "port": metrics_port},
-                "logging": {"level": os.environ.get("BENCH_SERVER_LOG", "warning")},
-            }
-            path = self.workdir / "config.yaml"
-            path.write_text(yaml.safe_dump(config))
-            self.proc = _Process(
-                [sys.executable, "-m", "genai_services.host.cli", "serve", "--config", str(path)],
-                self.workdir / "server.log",
-                server_env(self.workdir),
+            self.proc = start_server(
+                self.workdir,
+                {**self.engine, "model": self.model_path},
+                sections={
+                    "admission": BENCH_ADMISSION,
+                    "logging": {"level": os.environ.get("BENCH_SERVER_LOG", "warning")},
+                },
+                shutdown_grace_s=5,
+                env=server_env(self.workdir),
             )
-            self.address = f"127.0.0.1:{port}"
-            self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+            self.address = self.proc.address
+            self.metrics_url = f"http://127.0.0.1:{self.proc.metrics_port}/metrics"
         options = [("grpc.max_receive_message_length", 16 << 20)]
         self._channels = [
             grpc.aio.insecure_channel(self.address, options=options) for _ in range(self.n_channels)
@@ -464,6 +387,7 @@ class GrpcTarget(Target):
         self.startup_s = time.perf_counter() - t0
 
     def _stubs(self) -> Any:
+        # TODO(registry): build stubs from genai_services.registry.SERVICES.
         from genai.feed.v1 import feed_service_pb2_grpc
         from genai.messaging.v1 import messaging_service_pb2_grpc
         from genai.search.v1 import search_service_pb2_grpc
@@ -515,8 +439,8 @@ class GrpcTarget(Target):
             await channel.close()
         self._channels = []
         if self.proc is not None:
-            code = await self.proc.stop()
-            if code not in (0, None):
+            code = await self.proc.stop_async()
+            if code != 0:
                 print(
                     f"bench: genai serve exited with {code}; log tail:\n{self.proc.log_tail(1500)}",
                     file=sys.stderr,
@@ -591,25 +515,9 @@ def _structured_outputs(config: Any) -> dict[str, Any]:
     return {k: getattr(config, k) for k in keys if hasattr(config, k)}
 
 
-def load_tokenizer(path: str) -> Any:
-    """The tokenizer with the chat template our engine renders with."""
-    from genai_core.engine.vllm_engine import _FALLBACK_TEMPLATE
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = _FALLBACK_TEMPLATE
-    return tokenizer
-
-
 def render_text(tokenizer: Any, request: GenerationRequest) -> str:
-    return str(
-        tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in request.messages],
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-    )
+    """The prompt text our engine would render for `request`."""
+    return chat_prompt_text(tokenizer, request.messages)
 
 
 class OpenAITarget(Target):
@@ -632,7 +540,7 @@ class OpenAITarget(Target):
         self.workdir = workdir
         self.base_url = url.rstrip("/") if url else None
         self.start_timeout_s = start_timeout_s
-        self.proc: _Process | None = None
+        self.proc: LoggedProcess | None = None
         self.tokenizer: Any = None
         self._text: dict[int, str] = {}
         self.token_ids = True
@@ -643,7 +551,7 @@ class OpenAITarget(Target):
 
     async def start(self) -> None:
         t0 = time.perf_counter()
-        self.tokenizer = await asyncio.to_thread(load_tokenizer, self.model_path)
+        self.tokenizer = await asyncio.to_thread(load_chat_tokenizer, self.model_path)
         optional = list(OPTIONAL_SERVER_FLAGS)
         if self.base_url is None:
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -662,7 +570,7 @@ class OpenAITarget(Target):
             self.command = base + optional
             env = server_env(self.workdir)
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{config.cpu_kv_cache_space_gib:g}")
-            self.proc = _Process(self.command, self.workdir / "openai-server.log", env)
+            self.proc = LoggedProcess.start(self.command, self.workdir / "openai-server.log", env)
             self.base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + self.start_timeout_s
         while True:
@@ -675,7 +583,7 @@ class OpenAITarget(Target):
                 # An older vLLM: start again without the reporting-only flags.
                 optional = []
                 self.command = base
-                self.proc = _Process(self.command, self.workdir / "openai-server.log", env)
+                self.proc = LoggedProcess.start(self.command, self.workdir / "openai-server.log", env)
             if self.proc is not None:
                 self.proc.check_alive()
             try:
@@ -783,7 +691,7 @@ class OpenAITarget(Target):
 
     async def stop(self) -> None:
         if self.proc is not None:
-            await self.proc.stop()
+            await self.proc.stop_async()
             self.proc = None
             self.base_url = None
 
@@ -859,7 +767,7 @@ class HFTarget(Target):
         self.dtype = str(dtype).removeprefix("torch.")
         if self.device == "cpu" and os.environ.get("OMP_NUM_THREADS"):
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-        self.tokenizer = load_tokenizer(self.model_path)
+        self.tokenizer = load_chat_tokenizer(self.model_path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

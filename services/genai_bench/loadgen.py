@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from genai_services.bench.targets import Sample, Target
-from genai_services.bench.workload import FEATURES, WorkItem
+from genai_bench.targets import Sample, Target
+from genai_bench.workload import FEATURES, WorkItem
 
 
 @dataclass(frozen=True)

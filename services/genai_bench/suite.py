@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genai_services.bench import report
-from genai_services.bench.loadgen import Load, RunResult, closed_loop, open_loop, summarize
-from genai_services.bench.targets import (
+from genai_bench import report
+from genai_bench.loadgen import Load, RunResult, closed_loop, open_loop, summarize
+from genai_bench.targets import (
     EngineTarget,
     GrpcTarget,
     HFTarget,
@@ -38,7 +38,7 @@ from genai_services.bench.targets import (
     Target,
     engine_config,
 )
-from genai_services.bench.workload import FEATURES, WorkItem, build_workload, describe
+from genai_bench.workload import FEATURES, WorkItem, build_workload, describe
 
 TARGET_LABELS = {
     "raw": "(a) raw AsyncLLM",

@@ -1,0 +1,181 @@
+"""Servers as separate processes, as a user or an orchestrator would start them.
+
+Shared by the tests (`genai serve` under signals, Prometheus, Envoy) and the benchmark
+(`genai serve` and vLLM's OpenAI server as targets): one free-port helper, one way to
+start a logged subprocess and to stop it with everything it spawned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+SERVE_COMMAND = (sys.executable, "-m", "genai_services.host.cli")
+"""`genai` run from this interpreter, so the subprocess sees the same sources and venv."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env(workdir: Path, **overrides: str) -> dict[str, str]:
+    """This process's environment for a server subprocess: vLLM's cache under `workdir`
+    (unless already set), unbuffered output, then `overrides`."""
+    env = dict(os.environ)
+    env.setdefault("VLLM_CACHE_ROOT", str(workdir / "vllm-cache"))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env
+
+
+def engine_env(tmp: Path) -> dict[str, str]:
+    """Settings that make vLLM's CPU backend fit a 2-core test machine."""
+    return server_env(tmp, OMP_NUM_THREADS="2", VLLM_CACHE_ROOT=str(tmp / "vllm-cache"))
+
+
+@dataclass
+class LoggedProcess:
+    """A subprocess writing stdout and stderr to `log_path`, in a session of its own so
+    that stopping it also takes down the engine processes it spawned."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @classmethod
+    def start(cls, cmd: list[str], log_path: Path, env: dict[str, str]) -> LoggedProcess:
+        return cls(spawn(cmd, log_path, env), log_path)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log()[-chars:]
+        except OSError:
+            return ""
+
+    def check_alive(self) -> None:
+        """Raises RuntimeError, with the log's tail, if the process has exited."""
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.process.args!r} exited with {self.process.returncode}:\n{self.log_tail(4000)}")
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process itself (an engine runs in a child)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self, timeout_s: float = 60) -> int:
+        """SIGTERM, then SIGKILL to the whole session after `timeout_s`; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    async def stop_async(self, timeout_s: float = 60) -> int:
+        """`stop` without blocking the event loop."""
+        return await asyncio.to_thread(self.stop, timeout_s)
+
+
+def spawn(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start `cmd` in a new session with its output in `log_path`."""
+    return subprocess.Popen(
+        cmd, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+
+
+@dataclass
+class ServerProcess(LoggedProcess):
+    """A `genai serve` process and its ports."""
+
+    port: int
+    metrics_port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def health(self, service: str = "", timeout: float = 2.0) -> int | None:
+        """The gRPC health status of `service` ("" for the process), None if unreachable."""
+        try:
+            with grpc.insecure_channel(self.address) as channel:
+                return health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=timeout
+                ).status
+        except grpc.RpcError:
+            return None
+
+    def wait_serving(self, timeout_s: float) -> None:
+        """Block until the process reports SERVING.
+
+        Raises:
+            RuntimeError: the process exited.
+            TimeoutError: not SERVING after `timeout_s`.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if self.health() == health_pb2.HealthCheckResponse.SERVING:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"server not SERVING after {timeout_s}s:\n{self.log_tail(4000)}")
+
+
+def start_server(
+    tmp: Path,
+    engine: dict[str, object],
+    *,
+    extra_args: list[str] | None = None,
+    command: list[str] | None = None,
+    sections: dict[str, Any] | None = None,
+    shutdown_grace_s: float = 20,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """Write `tmp/config.yaml` for `engine` (+ other `sections`) and start `genai serve` on free ports.
+
+    Args:
+        tmp: directory for the config, `server.log` and (by default) vLLM's cache.
+        engine: the config's engine section.
+        extra_args: appended to `genai serve --config FILE`.
+        command: the `genai` command (default: `SERVE_COMMAND`).
+        sections: further config sections (admission, logging, ...).
+        shutdown_grace_s: server.shutdown_grace_s.
+        env: the subprocess environment (default: `engine_env(tmp)`).
+
+    Returns:
+        The started process; call `wait_serving` before using it.
+    """
+    port, metrics_port = free_port(), free_port()
+    config = {
+        **(sections or {}),
+        "engine": engine,
+        "server": {"host": "127.0.0.1", "port": port, "shutdown_grace_s": shutdown_grace_s},
+        "metrics": {"host": "127.0.0.1", "port": metrics_port},
+    }
+    config_path = tmp / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log_path = tmp / "server.log"
+    cmd = [*(command or SERVE_COMMAND), "serve", "--config", str(config_path), *(extra_args or [])]
+    process = spawn(cmd, log_path, env if env is not None else engine_env(tmp))
+    return ServerProcess(process, log_path, port, metrics_port)

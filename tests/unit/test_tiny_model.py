@@ -1,0 +1,79 @@
+"""Unit tests for genai_testing.tiny_model: the random test model the tests and the benchmark run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from genai_testing import tiny_model as tiny
+
+
+TRICKY_TEXT = "Héllo wörld — 東京 ✓"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Module scope: writing the model imports torch/transformers once (~2 s).
+    return tiny.write_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tiny_model: Path):  # noqa: ANN201 - transformers type is dynamic
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(str(tiny_model))
+
+
+def test_tiny_model_tokenizer_roundtrips_any_text(tiny_tokenizer) -> None:  # noqa: ANN001
+    ids = tiny_tokenizer.encode(TRICKY_TEXT, add_special_tokens=False)
+    assert tiny_tokenizer.unk_token_id not in ids
+    assert tiny_tokenizer.decode(ids) == TRICKY_TEXT
+    # With special tokens allowed in, decoding without them must still be exact.
+    ids = tiny_tokenizer.encode(TRICKY_TEXT)
+    assert tiny_tokenizer.decode(ids, skip_special_tokens=True) == TRICKY_TEXT
+
+
+def test_tiny_model_chat_template_renders_user_text(tiny_tokenizer) -> None:  # noqa: ANN001
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": TRICKY_TEXT},
+    ]
+    rendered = tiny_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == f"<|system|>\nBe brief.\n<|user|>\n{TRICKY_TEXT}\n<|assistant|>\n"
+
+
+def test_tiny_model_role_markers_are_single_special_tokens(tiny_tokenizer) -> None:  # noqa: ANN001
+    for marker in tiny.TINY_ROLE_TOKENS:
+        ids = tiny_tokenizer.encode(marker, add_special_tokens=False)
+        assert len(ids) == 1
+        assert marker in tiny_tokenizer.all_special_tokens
+    assert tiny_tokenizer.bos_token == "<s>"
+    assert tiny_tokenizer.eos_token == "</s>"
+
+
+def test_tiny_model_files_and_config(tiny_model: Path, tiny_tokenizer) -> None:  # noqa: ANN001
+    config = json.loads((tiny_model / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert config["model_type"] == "llama"
+    assert config["hidden_size"] == 64
+    assert config["num_hidden_layers"] == 2
+    assert config["num_attention_heads"] == 4
+    assert config["num_key_value_heads"] == 2
+    assert config["max_position_embeddings"] == 4096
+    # vLLM's CPU attention only supports head sizes that are multiples of 32.
+    assert config["head_dim"] % 32 == 0
+    # The model must not emit ids the tokenizer cannot decode.
+    assert config["vocab_size"] == len(tiny_tokenizer)
+    assert 1000 <= config["vocab_size"] <= 2100
+    assert config["bos_token_id"] == tiny_tokenizer.bos_token_id
+    assert config["eos_token_id"] == tiny_tokenizer.eos_token_id
+    assert any(tiny_model.glob("*.safetensors"))
+    tokenizer_config = json.loads((tiny_model / "tokenizer_config.json").read_text())
+    assert tokenizer_config["chat_template"] == tiny.TINY_CHAT_TEMPLATE
+
+
+def test_tiny_model_is_deterministic_per_seed(tmp_path: Path, tiny_model: Path) -> None:
+    again = tiny.write_tiny_model(tmp_path / "again", seed=0)
+    assert (again / "model.safetensors").read_bytes() == (tiny_model / "model.safetensors").read_bytes()
+    assert (again / "tokenizer.json").read_bytes() == (tiny_model / "tokenizer.json").read_bytes()
