@@ -387,7 +387,7 @@ class GrpcTarget(Target):
         self.startup_s = time.perf_counter() - t0
 
     def _stubs(self) -> Any:
-        # TODO(registry): build stubs from genai_services.registry.SERVICES.
+        # Typed stubs: each workload feature calls its own RPC with its own request type.
         from genai.feed.v1 import feed_service_pb2_grpc
         from genai.messaging.v1 import messaging_service_pb2_grpc
         from genai.search.v1 import search_service_pb2_grpc

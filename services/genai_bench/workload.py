@@ -28,17 +28,25 @@ from genai_services.messaging import convert as messaging_convert
 from genai_services.messaging import prompts as messaging_prompts
 from genai_services.search import convert as search_convert
 from genai_services.search import prompts as search_prompts
+from genai_services.registry import REGISTRY
 
 FEATURES = ("feed", "suggest", "rewrite", "search")
 """Workload features: feed = RankPosts, suggest = SuggestReplies,
 rewrite = StreamRewriteDraft (streaming), search = UnderstandQuery."""
 
-# TODO(registry): take the full method names from genai_services.registry.SERVICES.
+
+
+def _method_path(service: str, method: str) -> str:
+    """"/package.Service/Method" of a registered service's method (KeyError if it has none)."""
+    definition = REGISTRY.by_name()[service]
+    return f"/{definition.full_name}/{definition.descriptor.methods_by_name[method].name}"
+
+
 METHODS = {
-    "feed": "/genai.feed.v1.FeedService/RankPosts",
-    "suggest": "/genai.messaging.v1.MessagingService/SuggestReplies",
-    "rewrite": "/genai.messaging.v1.MessagingService/StreamRewriteDraft",
-    "search": "/genai.search.v1.SearchService/UnderstandQuery",
+    "feed": _method_path("feed", "RankPosts"),
+    "suggest": _method_path("messaging", "SuggestReplies"),
+    "rewrite": _method_path("messaging", "StreamRewriteDraft"),
+    "search": _method_path("search", "UnderstandQuery"),
 }
 STREAMING = frozenset({"rewrite"})
 
