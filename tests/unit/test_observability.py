@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from types import SimpleNamespace
+
 import json
 
 import grpc
@@ -86,6 +89,77 @@ def test_gpu_collector_is_silent_without_a_gpu() -> None:
     registry.register(GpuCollector())
     names = {m.name for m in registry.collect()}
     assert not any(n.startswith("genai_gpu") for n in names)
+
+
+class FakeNvml:
+    """pynvml's calls the collector makes, for a host with four GPUs."""
+
+    NVML_GPU_UTILIZATION_SAMPLES = 1
+
+    def __init__(self, samples: dict[int, list[tuple[int, int]]], current: dict[int, int]) -> None:
+        self.samples, self.current = samples, current
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 4
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        return i
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> int:
+        return int(uuid.rsplit("-", 1)[1])
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> SimpleNamespace:
+        return SimpleNamespace(used=handle * 1e9, total=141e9)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> SimpleNamespace:
+        return SimpleNamespace(gpu=self.current[handle])
+
+    def nvmlDeviceGetSamples(self, handle: int, kind: int, last_seen: int) -> tuple[int, list[SimpleNamespace]]:
+        assert kind == self.NVML_GPU_UTILIZATION_SAMPLES
+        fresh = [(t, v) for t, v in self.samples.get(handle, []) if t > last_seen]
+        if not fresh and handle not in self.samples:
+            raise RuntimeError("NVML_ERROR_NOT_FOUND")
+        return 1, [SimpleNamespace(timeStamp=t, sampleValue=SimpleNamespace(uiVal=v)) for t, v in fresh]
+
+
+def gpu_values(monkeypatch: pytest.MonkeyPatch, nvml: FakeNvml, visible: str | None) -> list[dict[str, float]]:
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    collector = GpuCollector(visible=visible)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    scrapes = []
+    for _ in range(2):
+        scrapes.append({
+            f"{s.name}{{{s.labels['gpu']}}}": s.value
+            for m in registry.collect() for s in m.samples if s.name.startswith("genai_gpu")
+        })
+    return scrapes
+
+
+def test_gpu_labels_follow_the_processes_own_device_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    nvml = FakeNvml(samples={}, current={0: 0, 1: 0, 2: 50, 3: 100})
+    first, _ = gpu_values(monkeypatch, nvml, "3,GPU-uuid-2")
+    # CUDA's device 0 is the host's GPU 3, device 1 its GPU 2; GPUs 0 and 1 are not ours.
+    assert first["genai_gpu_utilization_ratio{0}"] == 1.0
+    assert first["genai_gpu_utilization_ratio{1}"] == 0.5
+    assert first["genai_gpu_memory_used_bytes{0}"] == 3e9
+    assert "genai_gpu_utilization_ratio{2}" not in first
+
+
+def test_gpu_utilization_averages_the_samples_since_the_last_scrape(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GPU 1 was busy for the whole burst and idle only at its very last sample: the
+    # current rate (9 %) would hide the burst, the samples' mean does not.
+    nvml = FakeNvml(samples={0: [(10, 100), (20, 100)], 1: [(10, 100), (20, 100), (30, 100), (40, 9)]},
+                    current={0: 100, 1: 9, 2: 0, 3: 0})
+    first, second = gpu_values(monkeypatch, nvml, None)
+    assert first["genai_gpu_utilization_ratio{1}"] == pytest.approx((300 + 9) / 400)
+    assert first["genai_gpu_utilization_ratio{0}"] == 1.0
+    # Nothing new since: the current rate.
+    assert second["genai_gpu_utilization_ratio{1}"] == 0.09
+    assert len([k for k in first if k.startswith("genai_gpu_utilization_ratio")]) == 4
 
 
 def test_traces_join_the_callers_trace() -> None:

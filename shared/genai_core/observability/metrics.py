@@ -6,7 +6,9 @@ metrics port shows both. Every metric is documented in README.md ("Metrics").
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import prometheus_client
 import structlog
@@ -92,33 +94,81 @@ class EngineCollector(Collector):
             yield family
 
 
-class GpuCollector(Collector):
-    """GPU utilization and memory per device through NVML; yields nothing without a GPU."""
+def visible_gpus(count: int, visible: str | None) -> list[tuple[str, int | str]]:
+    """(label, NVML index or UUID) of the GPUs this process uses, in CUDA's order.
 
-    def __init__(self) -> None:
-        self.nvml = None
+    CUDA_VISIBLE_DEVICES renumbers devices: with "2,3" the engine's GPU 0 is the host's
+    GPU 2. Labels are CUDA's ordinals, so `gpu="1"` is the engine's second device (its
+    second tensor-parallel rank) whatever the host's numbering.
+    """
+    if visible is None or not visible.strip():
+        return [(str(i), i) for i in range(count)]
+    out: list[tuple[str, int | str]] = []
+    for entry in (e.strip() for e in visible.split(",")):
+        if not entry or entry == "-1":
+            break  # CUDA stops at the first invalid entry
+        key: int | str = int(entry) if entry.isdigit() else entry
+        out.append((str(len(out)), key))
+    return out
+
+
+class GpuCollector(Collector):
+    """GPU utilization and memory per device through NVML; yields nothing without a GPU.
+
+    Utilization is the mean of NVML's utilization samples since the previous scrape, so
+    it covers the whole scrape interval (NVML's "current" rate covers only its last
+    sample period, 1/6 s to 1 s: a device that idled for that instant read 0.09 right
+    after a burst that kept it busy). Falls back to the current rate where the driver
+    keeps no samples.
+    """
+
+    def __init__(self, visible: str | None = None) -> None:
+        self.nvml: Any = None
+        self.devices: list[tuple[str, Any]] = []
+        self._last_seen: dict[str, int] = {}
         try:
             import pynvml
 
             pynvml.nvmlInit()
             self.nvml = pynvml
-            self.count = pynvml.nvmlDeviceGetCount()
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+            for label, key in visible_gpus(pynvml.nvmlDeviceGetCount(), visible):
+                handle = (
+                    pynvml.nvmlDeviceGetHandleByIndex(key)
+                    if isinstance(key, int)
+                    else pynvml.nvmlDeviceGetHandleByUUID(key)
+                )
+                self.devices.append((label, handle))
         except Exception as e:  # noqa: BLE001 - no driver, no library, no GPU: no GPU metrics
+            self.nvml = None
             log.info("gpu_metrics_unavailable", reason=type(e).__name__)
+
+    def _utilization(self, label: str, handle: Any) -> float:
+        nvml = self.nvml
+        try:
+            _, samples = nvml.nvmlDeviceGetSamples(
+                handle, nvml.NVML_GPU_UTILIZATION_SAMPLES, self._last_seen.get(label, 0)
+            )
+        except Exception:  # noqa: BLE001 - no samples kept (yet): the current rate
+            samples = []
+        if samples:
+            self._last_seen[label] = max(s.timeStamp for s in samples)
+            return sum(s.sampleValue.uiVal for s in samples) / len(samples) / 100.0
+        return nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         if self.nvml is None:
             return
-        util = GaugeMetricFamily("genai_gpu_utilization_ratio", "GPU busy fraction over the last sample (0-1).", labels=["gpu"])
+        util = GaugeMetricFamily(
+            "genai_gpu_utilization_ratio", "GPU busy fraction since the previous scrape (0-1).", labels=["gpu"]
+        )
         used = GaugeMetricFamily("genai_gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu"])
         total = GaugeMetricFamily("genai_gpu_memory_total_bytes", "GPU memory in total.", labels=["gpu"])
-        for i in range(self.count):
-            handle = self.nvml.nvmlDeviceGetHandleByIndex(i)
-            rates = self.nvml.nvmlDeviceGetUtilizationRates(handle)
+        for label, handle in self.devices:
             memory = self.nvml.nvmlDeviceGetMemoryInfo(handle)
-            util.add_metric([str(i)], rates.gpu / 100.0)
-            used.add_metric([str(i)], float(memory.used))
-            total.add_metric([str(i)], float(memory.total))
+            util.add_metric([label], self._utilization(label, handle))
+            used.add_metric([label], float(memory.used))
+            total.add_metric([label], float(memory.total))
         yield from (util, used, total)
 
 
