@@ -89,6 +89,10 @@ class EngineConfig:
     # sizes that need several GPUs can be benchmarked without writing 140 GB of
     # checkpoints. For benchmarks and capacity tests only: the answers are noise.
     load_format: Literal["auto", "dummy"] = "auto"
+    # vLLM's own all-reduce kernel for tensor parallelism (peer-to-peer reads between
+    # GPUs). Some hosts' P2P setups hang it inside captured CUDA graphs; true falls back
+    # to NCCL's all-reduce.
+    disable_custom_all_reduce: bool = False
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
 
     def problems(self) -> list[str]:

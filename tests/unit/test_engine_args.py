@@ -17,6 +17,7 @@ def test_engine_args_carry_every_setting() -> None:
         "quantization": "fp8", "kv_cache_dtype": "fp8", "dtype": "bfloat16", "max_model_len": 2048,
         "enable_prefix_caching": False, "enforce_eager": True, "served_model_name": "prod-model",
         "speculative": {"method": "ngram", "num_speculative_tokens": 3}, "load_format": "dummy",
+        "disable_custom_all_reduce": True,
     }})
     args = engine_args(config.engine, "/m")
     assert (args.model, args.tensor_parallel_size, args.max_num_batched_tokens) == ("/m", 2, 4096)
@@ -26,12 +27,13 @@ def test_engine_args_carry_every_setting() -> None:
     assert args.served_model_name == "prod-model"
     assert args.speculative_config["method"] == "ngram" and args.speculative_config["num_speculative_tokens"] == 3
     assert args.scheduling_policy == "priority"
-    assert args.load_format == "dummy"
+    assert args.load_format == "dummy" and args.disable_custom_all_reduce is True
     assert args.structured_outputs_config.disable_any_whitespace is True
 
 
 def test_weights_load_from_the_checkpoint_unless_asked() -> None:
-    assert engine_args(parse_config({}).engine, "/m").load_format == "auto"
+    args = engine_args(parse_config({}).engine, "/m")
+    assert args.load_format == "auto" and args.disable_custom_all_reduce is False
 
 
 def test_cpu_rank_binding_splits_cores_evenly() -> None:

@@ -137,6 +137,7 @@ def engine_args(config: EngineConfig, model_path: str) -> Any:
         enforce_eager=_on_cpu() if config.enforce_eager is None else config.enforce_eager,
         seed=config.seed,
         load_format=config.load_format,
+        disable_custom_all_reduce=config.disable_custom_all_reduce,
         speculative_config=speculative,
         # Priority scheduling lets interactive features overtake batch-like ones.
         scheduling_policy="priority",
