@@ -98,6 +98,56 @@ class LoggedProcess:
         return await asyncio.to_thread(self.stop, timeout_s)
 
 
+def _stat_fields(pid: str) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state, ppid, pgrp, session, ...)."""
+    try:
+        return (Path("/proc") / pid / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living process below `pid` in the process tree."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = _stat_fields(entry.name)
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def session_members(sid: int) -> list[int]:
+    """Living (not zombie) processes of session `sid`: what a server started with `spawn`
+    leaves behind, wherever they were re-parented."""
+    out = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = _stat_fields(entry.name)
+        if fields is not None and int(fields[3]) == sid and fields[0] != "Z":
+            out.append(int(entry.name))
+    return out
+
+
+def engine_core_pid(server_pid: int) -> int:
+    """The vLLM EngineCore process below a `genai serve` process.
+
+    Raises:
+        AssertionError: there is none.
+    """
+    for pid in descendants(server_pid):
+        try:
+            names = Path(f"/proc/{pid}/comm").read_text() + Path(f"/proc/{pid}/cmdline").read_text()
+        except OSError:
+            continue
+        if "EngineCor" in names:
+            return pid
+    raise AssertionError("no vLLM EngineCore process found")
+
+
 def spawn(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """Start `cmd` in a new session with its output in `log_path`."""
     return subprocess.Popen(

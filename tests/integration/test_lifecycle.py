@@ -19,36 +19,9 @@ from genai.messaging.v1 import messaging_service_pb2_grpc as msg_grpc
 from genai.search.v1 import search_service_pb2 as search_pb
 from genai.search.v1 import search_service_pb2_grpc as search_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from genai_testing.procs import ServerProcess, start_server
+from genai_testing.procs import ServerProcess, engine_core_pid, start_server
 
 pytestmark = pytest.mark.engine
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def engine_core_pid(server: ServerProcess) -> int:
-    for pid in descendants(server.process.pid):
-        try:
-            names = Path(f"/proc/{pid}/comm").read_text() + Path(f"/proc/{pid}/cmdline").read_text()
-        except OSError:
-            continue
-        if "EngineCor" in names:
-            return pid
-    raise AssertionError("no vLLM EngineCore process found")
 
 
 def watch_health(server: ServerProcess, seen: list[int], stop: threading.Event) -> threading.Thread:
@@ -130,7 +103,7 @@ def test_killed_engine_fails_calls_and_exits_nonzero(own_server: ServerProcess) 
     )
     next(stream)
     killed_at = time.monotonic()
-    os.kill(engine_core_pid(own_server), signal.SIGKILL)
+    os.kill(engine_core_pid(own_server.process.pid), signal.SIGKILL)
     with pytest.raises(grpc.RpcError) as info:
         for _ in stream:
             pass
