@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     from genai_services.bench.cli import add_arguments as add_bench_arguments
 
     add_bench_arguments(sub.add_parser("bench", help="benchmark targets side by side (docs/benchmarks.md)"))
+    # Listed for --help only: main() hands `eval` to genai_eval before this parser runs.
+    sub.add_parser("eval", help="measure answer quality on labelled data sets (docs/quality.md)")
     return parser
 
 
@@ -76,13 +78,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["eval"]:
+        from genai_eval.cli import main as run_eval
+
+        return run_eval(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "bench":
         from genai_services.bench.cli import run as run_bench
 
-        return run_bench(args, (sys.argv[1:] if argv is None else argv)[1:])
+        return run_bench(args, argv[1:])
     from genai_core.models import ensure_default_model
 
     print(ensure_default_model(progress=True))
