@@ -32,7 +32,9 @@ BARS: tuple[Threshold, ...] = (
     _t("rewrite.meaning_kept", ">=", 0.80, "meaning kept (key terms of the draft present)"),
     _t("replies.valid_sets", ">=", 0.90, "valid sets (count, distinct, complete, no echo)"),
     _t("search.intent_accuracy", ">=", 0.70, "intent accuracy"),
-    _t("search.false_correction_rate", "<=", 0.10, "false corrections on correctly spelled queries"),
+    _t(
+        "search.false_correction_rate", "<=", 0.10, "false corrections on correctly spelled queries"
+    ),
     _t("search.correction_exact", ">=", 0.50, "misspelled queries corrected exactly"),
     _t("search.entity_recall", ">=", 0.60, "entity recall (type + span)"),
     _t("search.valid_expansion_sets", ">=", 0.80, "valid expansion sets"),
@@ -57,7 +59,9 @@ GATES: tuple[Threshold, ...] = (
 )
 
 
-def verdicts(results: dict[str, float], thresholds: tuple[Threshold, ...]) -> list[tuple[Threshold, float | None, bool]]:
+def verdicts(
+    results: dict[str, float], thresholds: tuple[Threshold, ...]
+) -> list[tuple[Threshold, float | None, bool]]:
     """Each threshold with its measured value and whether it passes.
 
     A metric the run did not measure (its feature left out) is reported with None and

@@ -35,7 +35,9 @@ def load_cases(feature: str, splits: tuple[str, ...] = SPLITS) -> list[dict[str,
             continue
         case = json.loads(line)
         if case.get("split") not in SPLITS:
-            raise ValueError(f"{path.name}:{n}: split must be dev or test, got {case.get('split')!r}")
+            raise ValueError(
+                f"{path.name}:{n}: split must be dev or test, got {case.get('split')!r}"
+            )
         if case["split"] in splits:
             cases.append(case)
     return cases

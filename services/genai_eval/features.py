@@ -53,7 +53,9 @@ class Outcome:
 
 
 def to_dict(message: Any) -> dict[str, Any]:
-    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 def _rate(flags: Sequence[bool]) -> float:
@@ -95,8 +97,14 @@ class Feed(Feature):
         while len(shuffled) > 1 and [p.post_id for p in shuffled] == [p.post_id for p in posts]:
             rng.shuffle(shuffled)
         return [
-            Call(self.name, case, variant, "RankPosts", feed_pb.RankPostsRequest(member=member, candidates=ps),
-                 [p.post_id for p in ps])
+            Call(
+                self.name,
+                case,
+                variant,
+                "RankPosts",
+                feed_pb.RankPostsRequest(member=member, candidates=ps),
+                [p.post_id for p in ps],
+            )
             for variant, ps in (("", posts), ("shuffled", shuffled))
         ]
 
@@ -106,7 +114,8 @@ class Feed(Feature):
             return {"ndcg_at_3": 0.0, "pairwise_accuracy": 0.0, "complete": False}
         ranked = [p["post_id"] for p in outcome.response["ranked_posts"]]
         complete = sorted(ranked) == sorted(labels)
-        # Missing ids count as ranked last, in request order: a partial answer is judged, not dropped.
+        # Missing ids count as ranked last, in request order: a partial answer is judged,
+        # not dropped.
         order = [i for i in dict.fromkeys(ranked) if i in labels]
         order += [i for i in outcome.call.order if i not in order]
         graded = [labels[i] for i in order]
@@ -133,8 +142,13 @@ class Feed(Feature):
             "pairwise_accuracy": pair,
             "pairwise_accuracy_shuffled": pair_s,
             "position_bias_pairwise": abs(pair - pair_s),
-            "random_ndcg_at_3": _mean([o.judgement.get("random_ndcg_at_3", 0.0) for o in outcomes
-                                       if o.call.variant == "" and o.ok]),
+            "random_ndcg_at_3": _mean(
+                [
+                    o.judgement.get("random_ndcg_at_3", 0.0)
+                    for o in outcomes
+                    if o.call.variant == "" and o.ok
+                ]
+            ),
             "complete_answers": _rate([o.judgement["complete"] for o in outcomes]),
         }
 
@@ -148,14 +162,18 @@ class Rewrite(Feature):
 
     def calls(self, case: dict[str, Any]) -> list[Call]:
         request = msg_pb.RewriteDraftRequest(
-            draft=case["draft"], tone=msg_pb.Tone.Value(case["tone"]), max_length_chars=case["max_length_chars"]
+            draft=case["draft"],
+            tone=msg_pb.Tone.Value(case["tone"]),
+            max_length_chars=case["max_length_chars"],
         )
         return [Call(self.name, case, "", "RewriteDraft", request)]
 
     def judge(self, outcome: Outcome) -> dict[str, Any]:
         case = outcome.call.case
         if not outcome.ok:
-            return dict.fromkeys(("scaffold_free", "within_limit", "meaning_kept", "changed", "valid"), False)
+            return dict.fromkeys(
+                ("scaffold_free", "within_limit", "meaning_kept", "changed", "valid"), False
+            )
         text = outcome.response["text"]
         scaffold = m.scaffolding(text)
         missing = m.missing_terms(text, case["key_terms"])
@@ -174,8 +192,10 @@ class Rewrite(Feature):
         }
 
     def summarize(self, outcomes: Sequence[Outcome]) -> dict[str, float]:
-        out = {k: _rate([o.judgement[k] for o in outcomes])
-               for k in ("scaffold_free", "within_limit", "meaning_kept", "changed", "valid")}
+        out = {
+            k: _rate([o.judgement[k] for o in outcomes])
+            for k in ("scaffold_free", "within_limit", "meaning_kept", "changed", "valid")
+        }
         for tone in sorted({o.call.case["tone"] for o in outcomes}):
             of_tone = [o.judgement["valid"] for o in outcomes if o.call.case["tone"] == tone]
             out[f"valid.{tone.removeprefix('TONE_').lower()}"] = _rate(of_tone)
@@ -191,7 +211,8 @@ class Replies(Feature):
 
     def calls(self, case: dict[str, Any]) -> list[Call]:
         request = msg_pb.SuggestRepliesRequest(
-            turns=[msg_pb.ConversationTurn(**t) for t in case["turns"]], suggestion_count=case["suggestion_count"]
+            turns=[msg_pb.ConversationTurn(**t) for t in case["turns"]],
+            suggestion_count=case["suggestion_count"],
         )
         return [Call(self.name, case, "", "SuggestReplies", request)]
 
@@ -210,13 +231,19 @@ class Replies(Feature):
             "complete": all(not (set(p) - echo) for p in problems.values()),
             "no_echo": all(not (set(p) & echo) for p in problems.values()),
         }
-        return {**checks, "valid": all(checks.values()),
-                "problems": {r: p for r, p in problems.items() if p}}
+        return {
+            **checks,
+            "valid": all(checks.values()),
+            "problems": {r: p for r, p in problems.items() if p},
+        }
 
     def summarize(self, outcomes: Sequence[Outcome]) -> dict[str, float]:
         return {
             "valid_sets": _rate([o.judgement["valid"] for o in outcomes]),
-            **{k: _rate([o.judgement[k] for o in outcomes]) for k in ("count_ok", "distinct", "complete", "no_echo")},
+            **{
+                k: _rate([o.judgement[k] for o in outcomes])
+                for k in ("count_ok", "distinct", "complete", "no_echo")
+            },
         }
 
     def expected(self, case: dict[str, Any]) -> dict[str, Any]:
@@ -237,16 +264,28 @@ class Search(Feature):
         case = outcome.call.case
         gold = {(e["type"], e["start"], e["end"]) for e in case["entities"]}
         if not outcome.ok:
-            return {"intent_ok": False, "gold_entities": len(gold), "found_entities": 0, "matched_entities": 0,
-                    "corrected_exactly": False, "false_correction": False, "expansions_valid": False}
+            return {
+                "intent_ok": False,
+                "gold_entities": len(gold),
+                "found_entities": 0,
+                "matched_entities": 0,
+                "corrected_exactly": False,
+                "false_correction": False,
+                "expansions_valid": False,
+            }
         r = outcome.response
         found = {(e["type"], e["start_offset_chars"], e["end_offset_chars"]) for e in r["entities"]}
         corrected = r.get("corrected_query")
         changed = corrected is not None and m.norm_space(corrected) != m.norm_space(case["query"])
-        exact = bool(case["misspelled"]) and changed and any(
-            m.norm_space(corrected) == m.norm_space(alt) for alt in case["corrected_query"])
+        exact = (
+            bool(case["misspelled"])
+            and changed
+            and any(m.norm_space(corrected) == m.norm_space(alt) for alt in case["corrected_query"])
+        )
         asked = case["expansion_count"] or 3
-        keywords = m.topic_tokens([case["query"], *case["topic_keywords"], *(case["corrected_query"] or [])])
+        keywords = m.topic_tokens(
+            [case["query"], *case["topic_keywords"], *(case["corrected_query"] or [])]
+        )
         problems = m.expansion_problems(r["expanded_queries"], case["query"], asked, keywords)
         return {
             "intent_ok": r["intent"] == case["intent"],
@@ -255,8 +294,11 @@ class Search(Feature):
             "matched_entities": len(gold & found),
             "corrected_exactly": exact,
             "false_correction": not case["misspelled"] and changed,
-            "correction_edit_distance": (m.edit_distance(corrected or case["query"], case["corrected_query"][0])
-                                         if case["misspelled"] else None),
+            "correction_edit_distance": (
+                m.edit_distance(corrected or case["query"], case["corrected_query"][0])
+                if case["misspelled"]
+                else None
+            ),
             "expansions_valid": not problems,
             "expansion_problems": problems,
         }
@@ -269,14 +311,22 @@ class Search(Feature):
         return {
             "intent_accuracy": _rate([x["intent_ok"] for x in j]),
             "entity_precision": sum(x["matched_entities"] for x in j) / found if found else 0.0,
-            "entity_recall": sum(x["matched_entities"] for x in j) / max(1, sum(x["gold_entities"] for x in j)),
+            "entity_recall": sum(x["matched_entities"] for x in j)
+            / max(1, sum(x["gold_entities"] for x in j)),
             "correction_exact": _rate([x["corrected_exactly"] for x in mis]),
             "false_correction_rate": _rate([x["false_correction"] for x in right]),
             "valid_expansion_sets": _rate([x["expansions_valid"] for x in j]),
         }
 
     def expected(self, case: dict[str, Any]) -> dict[str, Any]:
-        keys = ("intent", "entities", "misspelled", "corrected_query", "topic_keywords", "expansion_count")
+        keys = (
+            "intent",
+            "entities",
+            "misspelled",
+            "corrected_query",
+            "topic_keywords",
+            "expansion_count",
+        )
         return {k: case[k] for k in keys}
 
 

@@ -59,7 +59,10 @@ def ndcg_at_k(ranked_labels: Sequence[float], k: int = 3) -> float:
 
 
 def expected_random_ndcg_at_k(labels: Sequence[float], k: int = 3) -> float:
-    """NDCG@k of a uniformly random order, exactly: each position's expected gain is the mean label."""
+    """NDCG@k of a uniformly random order, exactly.
+
+    Each position's expected gain under a random order is the mean label.
+    """
     ideal = dcg_at_k(sorted(labels, reverse=True), k)
     if ideal <= 0:
         return 0.0
@@ -86,10 +89,14 @@ def pairwise_accuracy(ranked_labels: Sequence[float]) -> float | None:
 
 _SCAFFOLD = [
     re.compile(r"</?\s*[a-zA-Z_][\w-]*(\s[^<>]*)?>"),  # <draft>, </draft>, <message from=...>
-    re.compile(r"(?im)^\s*(tone|length|draft|rewrite|rewritten( draft| text| version)?|output|answer"
-               r"|response|original|text)\s*:"),
+    re.compile(
+        r"(?im)^\s*(tone|length|draft|rewrite|rewritten( draft| text| version)?|output|answer"
+        r"|response|original|text)\s*:"
+    ),
     re.compile(r"(?i)\bat most \d+ characters\b"),
-    re.compile(r"(?i)\b(here is|here's|below is) (the|a|your) (rewritten|revised|rewrite|new version)"),
+    re.compile(
+        r"(?i)\b(here is|here's|below is) (the|a|your) (rewritten|revised|rewrite|new version)"
+    ),
     re.compile(r"(?i)\b(in|with) the requested tone\b"),
     re.compile(r"\{\{|\}\}"),
 ]
@@ -122,9 +129,26 @@ def similarity(a: str, b: str) -> float:
 REPLY_MAX_CHARS = 200
 _END = re.compile(r"[.!?\u2026)\"'\u00bb\u3002]$|[\U0001F300-\U0001FAFF\u2600-\u27BF]$")
 _REPLY_DEBRIS = re.compile(
-    r"[{}<>]|^\s*(reply|suggestion|answer|response|message)\s*\d*\s*:|from=|conversation:", re.I | re.M
+    r"[{}<>]|^\s*(reply|suggestion|answer|response|message)\s*\d*\s*:|from=|conversation:",
+    re.I | re.M,
 )
-_DANGLING = {"and", "or", "but", "the", "a", "an", "to", "of", "for", "with", "in", "on", "at", "my", "your"}
+_DANGLING = {
+    "and",
+    "or",
+    "but",
+    "the",
+    "a",
+    "an",
+    "to",
+    "of",
+    "for",
+    "with",
+    "in",
+    "on",
+    "at",
+    "my",
+    "your",
+}
 
 
 def reply_problems(reply: str, turns: Sequence[tuple[str, str]]) -> list[str]:
@@ -153,7 +177,9 @@ def reply_problems(reply: str, turns: Sequence[tuple[str, str]]) -> list[str]:
         problems.append("a bare name")
     for i, (_, turn_text) in enumerate(turns):
         if fuzz.ratio(norm_words(text), norm_words(turn_text)) >= 85:
-            problems.append("repeats the last message" if i == len(turns) - 1 else "echoes the conversation")
+            problems.append(
+                "repeats the last message" if i == len(turns) - 1 else "echoes the conversation"
+            )
             break
     return problems
 
@@ -162,8 +188,29 @@ def reply_problems(reply: str, turns: Sequence[tuple[str, str]]) -> list[str]:
 
 _EXPANSION_DEBRIS = re.compile(r"[{}\[\]<>\"\\|]|\w_\w|^\W*$")
 _STOP = {
-    "a", "an", "and", "the", "of", "in", "on", "for", "to", "at", "by", "near", "with", "about",
-    "is", "who", "how", "de", "jobs", "job", "i", "me", "my",
+    "a",
+    "an",
+    "and",
+    "the",
+    "of",
+    "in",
+    "on",
+    "for",
+    "to",
+    "at",
+    "by",
+    "near",
+    "with",
+    "about",
+    "is",
+    "who",
+    "how",
+    "de",
+    "jobs",
+    "job",
+    "i",
+    "me",
+    "my",
 }
 
 
@@ -180,7 +227,9 @@ def on_topic(expansion: str, keywords: set[str]) -> bool:
     return False
 
 
-def expansion_problems(expansions: Sequence[str], query: str, asked: int, keywords: set[str]) -> list[str]:
+def expansion_problems(
+    expansions: Sequence[str], query: str, asked: int, keywords: set[str]
+) -> list[str]:
     """Why a set of expanded queries is not valid (empty list: it is)."""
     problems = []
     if not expansions:

@@ -15,8 +15,9 @@ from genai_eval.data import load_cases
 from genai_eval.features import FEATURES, Call, Outcome, to_dict
 
 
-async def _run_calls(address: str, feature: str, calls: Sequence[Call], concurrency: int,
-                     deadline_s: float) -> list[Outcome]:
+async def _run_calls(
+    address: str, feature: str, calls: Sequence[Call], concurrency: int, deadline_s: float
+) -> list[Outcome]:
     limit = asyncio.Semaphore(concurrency)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = FEATURES[feature].stub(channel)
@@ -27,8 +28,12 @@ async def _run_calls(address: str, feature: str, calls: Sequence[Call], concurre
                 try:
                     response = await getattr(stub, call.method)(call.request, timeout=deadline_s)
                 except grpc.aio.AioRpcError as e:
-                    return Outcome(call, time.perf_counter() - started, e.code().name, e.details() or "")
-                return Outcome(call, time.perf_counter() - started, "OK", response=to_dict(response))
+                    return Outcome(
+                        call, time.perf_counter() - started, e.code().name, e.details() or ""
+                    )
+                return Outcome(
+                    call, time.perf_counter() - started, "OK", response=to_dict(response)
+                )
 
         return list(await asyncio.gather(*(one(c) for c in calls)))
 
@@ -41,8 +46,13 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def evaluate(address: str, features: Sequence[str], splits: Sequence[str], concurrency: int = 4,
-             deadline_s: float = 300.0) -> dict[str, Any]:
+def evaluate(
+    address: str,
+    features: Sequence[str],
+    splits: Sequence[str],
+    concurrency: int = 4,
+    deadline_s: float = 300.0,
+) -> dict[str, Any]:
     """Run the data sets and return the results (what report.write takes).
 
     Args:
@@ -72,8 +82,12 @@ def evaluate(address: str, features: Sequence[str], splits: Sequence[str], concu
         metrics: dict[str, float] = {}
         errors: Counter[str] = Counter()
         for feature in features:
-            mine = [o for o in outcomes if o.call.case["split"] == split and o.call.feature == feature]
-            metrics.update({f"{feature}.{k}": v for k, v in FEATURES[feature].summarize(mine).items()})
+            mine = [
+                o for o in outcomes if o.call.case["split"] == split and o.call.feature == feature
+            ]
+            metrics.update(
+                {f"{feature}.{k}": v for k, v in FEATURES[feature].summarize(mine).items()}
+            )
             latencies = sorted(o.latency_s for o in mine if o.ok)
             metrics[f"{feature}.latency_p50_s"] = _percentile(latencies, 50)
             metrics[f"{feature}.latency_p95_s"] = _percentile(latencies, 95)
@@ -82,4 +96,3 @@ def evaluate(address: str, features: Sequence[str], splits: Sequence[str], concu
         metrics["all.error_calls"] = sum(errors.values())
         results[split] = {"metrics": metrics, "errors_by_code": dict(errors)}
     return {"splits": results, "outcomes": outcomes, "wall_s": wall}
-

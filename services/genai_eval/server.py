@@ -33,14 +33,20 @@ def _free_port() -> int:
 def _serving(address: str) -> bool:
     try:
         with grpc.insecure_channel(address) as channel:
-            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
+            status = (
+                health_pb2_grpc.HealthStub(channel)
+                .Check(health_pb2.HealthCheckRequest(), timeout=2)
+                .status
+            )
             return status == health_pb2.HealthCheckResponse.SERVING
     except grpc.RpcError:
         return False
 
 
 @contextlib.contextmanager
-def started_server(model: str, config: Path | None = None, start_timeout_s: float = 900) -> Iterator[str]:
+def started_server(
+    model: str, config: Path | None = None, start_timeout_s: float = 900
+) -> Iterator[str]:
     """Run `genai serve` for the duration of the block.
 
     Args:
@@ -67,8 +73,17 @@ def started_server(model: str, config: Path | None = None, start_timeout_s: floa
         env = {"OMP_NUM_THREADS": "2", **os.environ, "PYTHONUNBUFFERED": "1"}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "genai_services.host.cli", "serve", "--config", str(config_path)],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "genai_services.host.cli",
+                    "serve",
+                    "--config",
+                    str(config_path),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         address = f"127.0.0.1:{port}"
         try:
@@ -76,7 +91,9 @@ def started_server(model: str, config: Path | None = None, start_timeout_s: floa
             while not _serving(address):
                 if process.poll() is not None or time.monotonic() > deadline:
                     tail = log_path.read_text(errors="replace")[-4000:]
-                    raise RuntimeError(f"genai serve did not become SERVING (exit {process.poll()}):\n{tail}")
+                    raise RuntimeError(
+                        f"genai serve did not become SERVING (exit {process.poll()}):\n{tail}"
+                    )
                 time.sleep(1)
             yield address
         finally:

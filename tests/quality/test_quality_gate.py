@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from genai_eval.bars import GATES
 
 pytestmark = pytest.mark.quality
@@ -25,12 +24,30 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_test_split_meets_every_gate(tmp_path: Path) -> None:
     out = tmp_path / "eval"
     result = subprocess.run(
-        [sys.executable, "-m", "genai_services.host.cli", "eval", "--model", "default",
-         "--config", str(ROOT / "config" / "cpu.yaml"), "--split", "test", "--out", str(out)],
-        capture_output=True, text=True, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "genai_services.host.cli",
+            "eval",
+            "--model",
+            "default",
+            "--config",
+            str(ROOT / "config" / "cpu.yaml"),
+            "--split",
+            "test",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     gates = json.loads((out / "results.json").read_text())["splits"]["test"]["gates"]
     assert [g["metric"] for g in gates] == [t.metric for t in GATES]
-    failed = [f"{g['metric']} = {g['value']} (gate {g['op']} {g['threshold']})" for g in gates if not g["pass"]]
+    failed = [
+        f"{g['metric']} = {g['value']} (gate {g['op']} {g['threshold']})"
+        for g in gates
+        if not g["pass"]
+    ]
     assert not failed, f"below the quality gate: {failed}; report in {out / 'report.md'}"

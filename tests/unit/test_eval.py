@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 from genai.feed.v1 import feed_service_pb2 as feed_pb
-
 from genai_eval import metrics as m
 from genai_eval.bars import BARS, GATES, verdicts
 from genai_eval.data import FEATURES, load_cases
@@ -21,7 +20,9 @@ from genai_services.feed.convert import MAX_CANDIDATES
 def test_ndcg_matches_hand_computed_value() -> None:
     # DCG@3 of [1, 2, 0] = 1/log2(2) + 2/log2(3); ideal [2, 1, 0] = 2 + 1/log2(3).
     expected = (1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3))
-    assert m.ndcg_at_k([1, 2, 0, 2], 3) == pytest.approx((1 + 2 / math.log2(3)) / (2 + 2 / math.log2(3) + 1 / 2))
+    assert m.ndcg_at_k([1, 2, 0, 2], 3) == pytest.approx(
+        (1 + 2 / math.log2(3)) / (2 + 2 / math.log2(3) + 1 / 2)
+    )
     assert m.ndcg_at_k([1, 2, 0], 3) == pytest.approx(expected)
     assert m.ndcg_at_k([2, 1, 0, 0], 3) == 1.0
     assert m.ndcg_at_k([0, 0, 0], 3) == 0.0
@@ -47,7 +48,10 @@ def test_pairwise_accuracy() -> None:
 
 
 def test_scaffolding_found_in_the_issues_example_and_not_in_a_clean_rewrite() -> None:
-    echoed = "Tone: professional and polished.\nLength: at most 200 characters.\n<draft>hey, thx for the intro!!</draft>"
+    echoed = (
+        "Tone: professional and polished.\nLength: at most 200 characters.\n"
+        "<draft>hey, thx for the intro!!</draft>"
+    )
     assert len(m.scaffolding(echoed)) >= 3
     assert m.scaffolding("Thank you for the introduction. Could we meet tomorrow at 3 pm?") == []
     assert m.scaffolding('"Thanks for the intro."') == ["wrapped in quotes"]
@@ -62,7 +66,12 @@ def test_key_terms_match_whole_words_alternatives_and_thousands() -> None:
 
 
 def test_reply_problems() -> None:
-    turns = [("Ana Lopez", "Excited to share that our team shipped a new recommendation model this week!")]
+    turns = [
+        (
+            "Ana Lopez",
+            "Excited to share that our team shipped a new recommendation model this week!",
+        )
+    ]
     assert m.reply_problems("Congratulations, that is great news!", turns) == []
     assert m.reply_problems("Sounds good to me", turns) == []
     assert "incomplete" in m.reply_problems("no", turns)
@@ -74,11 +83,21 @@ def test_reply_problems() -> None:
 
 def test_expansion_problems_on_the_issues_debris() -> None:
     keys = m.topic_tokens(["pyhton jobs in berlin", "python", "developer"])
-    assert m.expansion_problems(["python developer berlin", "backend jobs berlin"], "pyhton jobs in berlin", 2, keys) == []
+    assert (
+        m.expansion_problems(
+            ["python developer berlin", "backend jobs berlin"], "pyhton jobs in berlin", 2, keys
+        )
+        == []
+    )
     for junk in ("{{intent}}", "{", "expanded_queries_reversed_query"):
-        assert any("debris" in p for p in m.expansion_problems([junk], "pyhton jobs in berlin", 2, keys))
+        assert any(
+            "debris" in p for p in m.expansion_problems([junk], "pyhton jobs in berlin", 2, keys)
+        )
     assert "duplicates" in m.expansion_problems(["python berlin", "Python  Berlin"], "q", 2, keys)
-    assert any("off topic" in p for p in m.expansion_problems(["cooking classes"], "pyhton jobs in berlin", 2, keys))
+    assert any(
+        "off topic" in p
+        for p in m.expansion_problems(["cooking classes"], "pyhton jobs in berlin", 2, keys)
+    )
     assert m.expansion_problems([], "q", 2, keys) == ["none returned"]
 
 
@@ -118,7 +137,7 @@ def test_feed_cases_have_graded_labels_for_every_candidate() -> None:
 def test_search_spans_are_exact_and_corrections_labelled() -> None:
     for case in load_cases("search"):
         for e in case["entities"]:
-            assert case["query"][e["start"]:e["end"]] == e["text"], case["id"]
+            assert case["query"][e["start"] : e["end"]] == e["text"], case["id"]
         assert case["misspelled"] == (case["corrected_query"] is not None)
     misspelled = [c for c in load_cases("search", ("test",)) if c["misspelled"]]
     assert len(misspelled) >= 5
@@ -127,7 +146,9 @@ def test_search_spans_are_exact_and_corrections_labelled() -> None:
 # --- judging and gates ---------------------------------------------------------------
 
 
-def _outcome(feature: str, case_id: str, response: dict | None, code: str = "OK", variant: str = "") -> Outcome:
+def _outcome(
+    feature: str, case_id: str, response: dict | None, code: str = "OK", variant: str = ""
+) -> Outcome:
     case = next(c for c in load_cases(feature) if c["id"] == case_id)
     call = next(c for c in SPECS[feature].calls(case) if c.variant == variant)
     o = Outcome(call, 0.1, code, response=response)
@@ -139,7 +160,11 @@ def test_feed_judged_by_returned_order_only() -> None:
     case = load_cases("feed")[0]
     best = sorted(case["labels"], key=lambda i: -case["labels"][i])
     o = _outcome("feed", case["id"], {"ranked_posts": [{"post_id": i, "reason": ""} for i in best]})
-    assert o.judgement["ndcg_at_3"] == 1.0 and o.judgement["pairwise_accuracy"] == 1.0 and o.judgement["complete"]
+    assert (
+        o.judgement["ndcg_at_3"] == 1.0
+        and o.judgement["pairwise_accuracy"] == 1.0
+        and o.judgement["complete"]
+    )
     failed = _outcome("feed", case["id"], None, code="INTERNAL")
     assert failed.judgement["ndcg_at_3"] == 0.0
 
@@ -148,8 +173,20 @@ def test_search_judgement() -> None:
     case = next(c for c in load_cases("search") if c["query"] == "pyhton jobs in berlin")
     response = {
         "intent": "QUERY_INTENT_JOBS",
-        "entities": [{"type": "ENTITY_TYPE_SKILL", "text": "pyhton", "start_offset_chars": 0, "end_offset_chars": 6},
-                     {"type": "ENTITY_TYPE_COMPANY", "text": "berlin", "start_offset_chars": 15, "end_offset_chars": 21}],
+        "entities": [
+            {
+                "type": "ENTITY_TYPE_SKILL",
+                "text": "pyhton",
+                "start_offset_chars": 0,
+                "end_offset_chars": 6,
+            },
+            {
+                "type": "ENTITY_TYPE_COMPANY",
+                "text": "berlin",
+                "start_offset_chars": 15,
+                "end_offset_chars": 21,
+            },
+        ],
         "corrected_query": "Python jobs in Berlin",
         "expanded_queries": ["python developer berlin", "{{intent}}"],
     }
