@@ -52,7 +52,9 @@ GATES: tuple[Threshold, ...] = (
     _t("rewrite.meaning_kept", ">=", 0.37, "meaning kept (key terms of the draft present)"),
     _t("replies.valid_sets", ">=", 0.0, "valid sets (count, distinct, complete, no echo)"),
     _t("search.intent_accuracy", ">=", 0.14, "intent accuracy"),
-    _t("search.false_correction_rate", "<=", 0.94, "false corrections on correctly spelled queries"),
+    _t(
+        "search.false_correction_rate", "<=", 0.94, "false corrections on correctly spelled queries"
+    ),
     _t("search.correction_exact", ">=", 0.0, "misspelled queries corrected exactly"),
     _t("search.entity_recall", ">=", 0.0, "entity recall (type + span)"),
     _t("search.valid_expansion_sets", ">=", 0.0, "valid expansion sets"),

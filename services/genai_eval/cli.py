@@ -10,9 +10,11 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from genai_eval.data import FEATURES, SPLITS
 
@@ -65,6 +67,12 @@ def parser() -> argparse.ArgumentParser:
         help="folder for report.md, results.json, dump.md",
     )
     p.add_argument(
+        "--rejudge",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="judge a stored run's answers again with today's checks (no server)",
+    )
+    p.add_argument(
         "--gate",
         action="store_true",
         help="exit 1 when a metric of the test split is below its gate",
@@ -77,18 +85,10 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     from genai_eval import report
     from genai_eval.bars import GATES, verdicts
-    from genai_eval.runner import evaluate
+    from genai_eval.runner import evaluate, rejudge
     from genai_eval.server import started_server
 
-    def run(address: str, server: str) -> int:
-        results = evaluate(address, args.features, args.split, args.concurrency, args.deadline_s)
-        meta = {
-            "command": "genai eval " + shlex.join(argv),
-            "server": server,
-            "concurrency": args.concurrency,
-            "features": args.features,
-            "splits": args.split,
-        }
+    def finish(results: dict[str, Any], meta: dict[str, Any]) -> int:
         report.write(args.out, results, meta)
         print((args.out / "report.md").read_text())
         gated = results["splits"].get("test", {}).get("metrics", {})
@@ -99,6 +99,22 @@ def main(argv: list[str]) -> int:
                 file=sys.stderr,
             )
         return 1 if failed else 0
+
+    if args.rejudge:
+        stored = json.loads(args.rejudge.read_text())
+        meta = {**stored["meta"], "rejudged": "genai eval " + shlex.join(argv)}
+        return finish(rejudge(stored), meta)
+
+    def run(address: str, server: str) -> int:
+        results = evaluate(address, args.features, args.split, args.concurrency, args.deadline_s)
+        meta = {
+            "command": "genai eval " + shlex.join(argv),
+            "server": server,
+            "concurrency": args.concurrency,
+            "features": args.features,
+            "splits": args.split,
+        }
+        return finish(results, meta)
 
     if args.address:
         return run(args.address, args.address)

@@ -99,6 +99,7 @@ _SCAFFOLD = [
     ),
     re.compile(r"(?i)\b(in|with) the requested tone\b"),
     re.compile(r"\{\{|\}\}"),
+    re.compile(r"\[(your|recipient'?s?|name|company|date)[^\]]{0,30}\]", re.I),  # [Your Name]
 ]
 
 
@@ -163,16 +164,21 @@ def reply_problems(reply: str, turns: Sequence[tuple[str, str]]) -> list[str]:
     words = re.findall(r"\w+", text)
     if not words:
         return ["empty"]
+    if not re.search(r"[^\W\d_]{2}", text):
+        return ["no words"]
     if len(text) > REPLY_MAX_CHARS:
         problems.append("too long")
     if _REPLY_DEBRIS.search(text):
         problems.append("prompt or JSON debris")
-    ends_well = bool(_END.search(text))
-    if not ends_well:
-        if len(text) >= REPLY_MAX_CHARS - 10:
-            problems.append("cut at the length cap")
-        elif len(words) < 2 or words[-1].lower() in _DANGLING or text[-1] in ",;:-":
-            problems.append("incomplete")
+    if len(text) >= REPLY_MAX_CHARS - 5:
+        # A suggestion is a short reply: one that fills the cap was cut there.
+        problems.append("cut at the length cap")
+    elif not _END.search(text) and (
+        len(words) < 2 or words[-1].lower() in _DANGLING or text[-1] in ",;:-"
+    ):
+        problems.append("incomplete")
+    if len(words) >= 12 and len({w.lower() for w in words}) < len(words) / 3:
+        problems.append("repetitive")
     if any(norm_words(text) == norm_words(author) for author, _ in turns):
         problems.append("a bare name")
     for i, (_, turn_text) in enumerate(turns):

@@ -44,6 +44,7 @@ def write(out: Path, results: dict[str, Any], meta: dict[str, Any]) -> None:
         "",
         f"Command: `{meta['command']}`",
         "",
+        *([f"Judged again: `{meta['rejudged']}`", ""] if meta.get("rejudged") else []),
         f"Server: {meta['server']}; concurrency {meta['concurrency']}; wall time per feature: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in results["wall_s"].items()),
         "",

@@ -77,6 +77,17 @@ def evaluate(
         for o in done:
             o.judgement = spec.judge(o)
         outcomes.extend(done)
+    return {"splits": summarize(outcomes, features, splits), "outcomes": outcomes, "wall_s": wall}
+
+
+def summarize(
+    outcomes: Sequence[Outcome], features: Sequence[str], splits: Sequence[str]
+) -> dict[str, Any]:
+    """Each split's metrics and error counts from judged outcomes.
+
+    Returns:
+        {split: {"metrics": {"feature.metric": value}, "errors_by_code": {"feature:CODE": n}}}
+    """
     results: dict[str, Any] = {}
     for split in splits:
         metrics: dict[str, float] = {}
@@ -95,4 +106,30 @@ def evaluate(
             errors.update(f"{feature}:{o.code}" for o in mine if not o.ok)
         metrics["all.error_calls"] = sum(errors.values())
         results[split] = {"metrics": metrics, "errors_by_code": dict(errors)}
-    return {"splits": results, "outcomes": outcomes, "wall_s": wall}
+    return results
+
+
+def rejudge(results_json: dict[str, Any]) -> dict[str, Any]:
+    """Judge a stored run (results.json) again with today's checks, without a server.
+
+    For working on the checks themselves: the answers stay, the verdicts are recomputed.
+    """
+    cases = {(f, c["id"]): c for f in FEATURES for c in load_cases(f)}
+    outcomes = []
+    for record in results_json["cases"]:
+        spec = FEATURES[record["feature"]]
+        call = next(
+            c
+            for c in spec.calls(cases[(record["feature"], record["id"])])
+            if c.variant == record["variant"]
+        )
+        o = Outcome(call, record["latency_s"], record["code"], record["error"], record["response"])
+        o.judgement = spec.judge(o)
+        outcomes.append(o)
+    meta = results_json["meta"]
+    splits = list(results_json["splits"])
+    return {
+        "splits": summarize(outcomes, meta["features"], splits),
+        "outcomes": outcomes,
+        "wall_s": results_json["wall_s"],
+    }

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from genai.feed.v1 import feed_service_pb2 as feed_pb
 from genai_eval import metrics as m
+from genai_eval import report
 from genai_eval.bars import BARS, GATES, verdicts
 from genai_eval.data import FEATURES, load_cases
 from genai_eval.features import FEATURES as SPECS
 from genai_eval.features import Outcome
+from genai_eval.runner import rejudge, summarize
 from genai_services.feed.convert import MAX_CANDIDATES
 
 # --- ranking metrics -----------------------------------------------------------------
@@ -55,6 +59,7 @@ def test_scaffolding_found_in_the_issues_example_and_not_in_a_clean_rewrite() ->
     assert len(m.scaffolding(echoed)) >= 3
     assert m.scaffolding("Thank you for the introduction. Could we meet tomorrow at 3 pm?") == []
     assert m.scaffolding('"Thanks for the intro."') == ["wrapped in quotes"]
+    assert m.scaffolding("Dear [Recipient's Name], thanks.") == ["[Recipient's Name]"]
 
 
 def test_key_terms_match_whole_words_alternatives_and_thousands() -> None:
@@ -79,6 +84,8 @@ def test_reply_problems() -> None:
     assert "repeats the last message" in m.reply_problems(turns[0][1], turns)
     assert "cut at the length cap" in m.reply_problems("word " * 40 + "unfinis", turns)
     assert "prompt or JSON debris" in m.reply_problems('{"replies": ["ok"]}', turns)
+    assert m.reply_problems("1.1.2.1.1.1.1.1.1.", turns) == ["no words"]
+    assert "repetitive" in m.reply_problems("looks good, " * 8 + "ok.", turns)
 
 
 def test_expansion_problems_on_the_issues_debris() -> None:
@@ -222,3 +229,24 @@ def test_feed_request_rejects_nothing_the_data_sends() -> None:
     # Member fields the data uses are the proto's own.
     case = load_cases("feed")[0]
     assert feed_pb.MemberProfile(**case["member"]).headline == case["member"]["headline"]
+
+
+def test_stored_run_judged_again_gives_the_same_metrics(tmp_path: Path) -> None:
+    case = load_cases("feed")[0]
+    worst = sorted(case["labels"], key=lambda i: case["labels"][i])
+    outcomes = [
+        _outcome("feed", case["id"], {"ranked_posts": [{"post_id": i} for i in worst]}, variant=v)
+        for v in ("", "shuffled")
+    ] + [
+        _outcome("replies", "replies-02", {"suggestions": ["Yes, I am open to it.", "no"]}),
+        _outcome("search", "search-02", None, code="DEADLINE_EXCEEDED"),
+    ]
+    features, splits = ["feed", "replies", "search"], ["dev", "test"]
+    results = {"splits": summarize(outcomes, features, splits), "outcomes": outcomes, "wall_s": {}}
+    meta = {"command": "genai eval", "server": "none", "concurrency": 1, "features": features}
+    report.write(tmp_path, results, meta)
+    again = rejudge(json.loads((tmp_path / "results.json").read_text()))
+    assert again["splits"] == results["splits"]
+    assert results["splits"]["test"]["metrics"]["all.error_calls"] == 1
+    assert results["splits"]["test"]["metrics"]["replies.valid_sets"] == 0.0
+    assert "search-02" in (tmp_path / "dump.md").read_text()
