@@ -47,6 +47,6 @@ packages = (
         "genai_services",
         *(f"genai_services.{p}" for p in find_namespace_packages(ROOT / "services" / "genai_services")),
     ]
-    + ["genai_eval"]
+    + ["genai_eval", *(f"genai_eval.{p}" for p in find_namespace_packages(ROOT / "services" / "genai_eval"))]
 )
 setup(packages=[p for p in packages if "__pycache__" not in p])

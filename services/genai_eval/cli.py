@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from genai_eval.data import FEATURES, SPLITS
+from genai_eval.datasets import FEATURES, SPLITS
 
 
 def _names(text: str, allowed: tuple[str, ...], what: str) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from genai_eval.data import load_cases
+from genai_eval.datasets import load_cases
 from genai_eval.features import FEATURES, Call, Outcome, to_dict
 
 
@@ -57,7 +57,7 @@ def evaluate(
 
     Args:
         address: host:port of a `genai serve` with the features' services.
-        features: Names from genai_eval.data.FEATURES.
+        features: Names from genai_eval.datasets.FEATURES.
         splits: `dev`, `test` or both; each is summarized on its own.
         concurrency: Calls in flight at once.
         deadline_s: gRPC deadline of each call.

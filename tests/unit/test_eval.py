@@ -12,7 +12,7 @@ from genai.feed.v1 import feed_service_pb2 as feed_pb
 from genai_eval import metrics as m
 from genai_eval import report
 from genai_eval.bars import BARS, GATES, verdicts
-from genai_eval.data import FEATURES, load_cases
+from genai_eval.datasets import FEATURES, load_cases
 from genai_eval.features import FEATURES as SPECS
 from genai_eval.features import Outcome
 from genai_eval.runner import rejudge, summarize
