@@ -40,6 +40,12 @@ def parser() -> argparse.ArgumentParser:
         help="start a server on this model: 'default' (SmolLM2-135M-Instruct) or a model directory",
     )
     p.add_argument(
+        "--wait-s",
+        type=float,
+        default=300.0,
+        help="with --address: how long to wait for it to be SERVING (default 300)",
+    )
+    p.add_argument(
         "--config",
         type=Path,
         help="`genai serve` YAML for the server it starts (ports are replaced)",
@@ -67,6 +73,12 @@ def parser() -> argparse.ArgumentParser:
         help="folder for report.md, results.json, dump.md",
     )
     p.add_argument(
+        "--cases",
+        default="",
+        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+        help="only these case ids, comma list (e.g. search-01,rewrite-13), for quick looks",
+    )
+    p.add_argument(
         "--rejudge",
         type=Path,
         metavar="RESULTS_JSON",
@@ -86,7 +98,7 @@ def main(argv: list[str]) -> int:
     from genai_eval import report
     from genai_eval.bars import GATES, verdicts
     from genai_eval.runner import evaluate, rejudge
-    from genai_eval.server import started_server
+    from genai_eval.server import started_server, wait_serving
 
     def finish(results: dict[str, Any], meta: dict[str, Any]) -> int:
         report.write(args.out, results, meta)
@@ -106,7 +118,9 @@ def main(argv: list[str]) -> int:
         return finish(rejudge(stored), meta)
 
     def run(address: str, server: str) -> int:
-        results = evaluate(address, args.features, args.split, args.concurrency, args.deadline_s)
+        results = evaluate(
+            address, args.features, args.split, args.concurrency, args.deadline_s, args.cases
+        )
         meta = {
             "command": "genai eval " + shlex.join(argv),
             "server": server,
@@ -117,6 +131,8 @@ def main(argv: list[str]) -> int:
         return finish(results, meta)
 
     if args.address:
+        # A server just started is still loading its model: wait rather than count errors.
+        wait_serving(args.address, args.wait_s)
         return run(args.address, args.address)
     with started_server(args.model, args.config) as address:
         return run(

@@ -52,6 +52,7 @@ def evaluate(
     splits: Sequence[str],
     concurrency: int = 4,
     deadline_s: float = 300.0,
+    case_ids: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run the data sets and return the results (what report.write takes).
 
@@ -61,6 +62,7 @@ def evaluate(
         splits: `dev`, `test` or both; each is summarized on its own.
         concurrency: Calls in flight at once.
         deadline_s: gRPC deadline of each call.
+        case_ids: Only these cases (e.g. `search-01`); all when empty.
 
     Returns:
         {"splits": {split: {"metrics": {"feature.metric": value}, "errors_by_code": {...}}},
@@ -70,7 +72,10 @@ def evaluate(
     wall: dict[str, float] = {}
     for feature in features:
         spec = FEATURES[feature]
-        calls = [c for case in load_cases(feature, tuple(splits)) for c in spec.calls(case)]
+        cases = [
+            c for c in load_cases(feature, tuple(splits)) if not case_ids or c["id"] in case_ids
+        ]
+        calls = [call for case in cases for call in spec.calls(case)]
         started = time.perf_counter()
         done = asyncio.run(_run_calls(address, feature, calls, concurrency, deadline_s))
         wall[feature] = time.perf_counter() - started

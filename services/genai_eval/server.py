@@ -43,6 +43,19 @@ def _serving(address: str) -> bool:
         return False
 
 
+def wait_serving(address: str, timeout_s: float) -> None:
+    """Block until the server at `address` reports SERVING (the model is loaded).
+
+    Raises:
+        TimeoutError: it did not within timeout_s.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not _serving(address):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{address} not SERVING after {timeout_s:.0f} s")
+        time.sleep(1)
+
+
 @contextlib.contextmanager
 def started_server(
     model: str, config: Path | None = None, start_timeout_s: float = 900
