@@ -48,5 +48,6 @@ packages = (
         for top in ("genai_services", "genai_bench", "genai_testing")
         for name in (top, *(f"{top}.{p}" for p in find_namespace_packages(ROOT / "services" / top)))
     ]
+    + ["genai_eval", *(f"genai_eval.{p}" for p in find_namespace_packages(ROOT / "services" / "genai_eval"))]
 )
 setup(packages=[p for p in packages if "__pycache__" not in p])

@@ -16,10 +16,12 @@ CORE = ROOT / "shared" / "genai_core"
 SERVICES = ROOT / "services" / "genai_services"
 BENCH = ROOT / "services" / "genai_bench"
 TESTING = ROOT / "services" / "genai_testing"
+EVAL = ROOT / "services" / "genai_eval"
 FEATURES = REGISTRY.names  # each registered service's folder has the same name
-# The one product module allowed to import the benchmark, inside a function only, so
-# `genai bench` works while `genai serve` never loads it.
+# The one product module allowed to import the benchmark and the evaluation, inside a
+# function only, so `genai bench` / `genai eval` work while `genai serve` never loads them.
 BENCH_ENTRY = SERVICES / "host" / "cli.py"
+TOOLS = ("genai_bench", "genai_eval")
 
 
 def module_name(path: Path) -> str:
@@ -159,7 +161,7 @@ def test_layout_is_where_the_test_expects_it():
 # --- the rules -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("package", ["genai_services", "genai_bench", "genai_testing"])
+@pytest.mark.parametrize("package", ["genai_services", "genai_bench", "genai_testing", "genai_eval"])
 def test_genai_core_never_imports_what_builds_on_it(package):
     offenders = {
         str(path.relative_to(ROOT)): sorted(m for m in imports_of(path) if within(m, package))
@@ -169,21 +171,22 @@ def test_genai_core_never_imports_what_builds_on_it(package):
     assert offenders == {}
 
 
-@pytest.mark.parametrize("package", ["genai_bench", "genai_testing"])
-def test_the_product_never_imports_the_benchmark_or_test_support(package):
+@pytest.mark.parametrize("package", ["genai_bench", "genai_eval", "genai_testing"])
+def test_the_product_never_imports_the_tools_or_test_support(package):
     offenders = {}
     for path in python_files(SERVICES):
-        # The `genai bench` entry point may load the benchmark, lazily, when asked to.
-        allowed_lazily = path == BENCH_ENTRY and package == "genai_bench"
+        # `genai bench` / `genai eval` may load their package, lazily, when asked to.
+        allowed_lazily = path == BENCH_ENTRY and package in TOOLS
         found = top_level_imports_of(path) if allowed_lazily else imports_of(path)
         offenders[str(path.relative_to(ROOT))] = sorted(m for m in found if within(m, package))
     offenders = {k: v for k, v in offenders.items() if v}
     assert offenders == {}
 
 
-def test_the_bench_entry_point_still_reaches_the_benchmark():
+@pytest.mark.parametrize("package", TOOLS)
+def test_the_entry_point_still_reaches_the_tools(package):
     # Keeps the exception above honest: it names the file that really does the hand-off.
-    assert any(within(m, "genai_bench") for m in imports_of(BENCH_ENTRY))
+    assert any(within(m, package) for m in imports_of(BENCH_ENTRY))
 
 
 def test_test_support_never_imports_the_benchmark():
@@ -199,7 +202,7 @@ def test_nothing_outside_the_core_reads_its_private_names():
     private = private_names_of_core()
     offenders = {
         str(path.relative_to(ROOT)): private_core_uses(path.read_text(), private)
-        for package in (SERVICES, BENCH, TESTING)
+        for package in (SERVICES, BENCH, TESTING, EVAL)
         for path in python_files(package)
     }
     offenders = {k: v for k, v in offenders.items() if v}

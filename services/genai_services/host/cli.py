@@ -28,9 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="Hugging Face model directory, or 'default' (engine.model)")
     model = sub.add_parser("model", help="manage the embedded default model")
     model.add_argument("action", choices=["prepare"], help="convert the default model into the cache")
-    # Listed for --help only: main() hands `genai bench ...` to the benchmark before parsing,
-    # so the benchmark's parser is built only when it runs.
+    # Listed for --help only: main() hands these tools their arguments before parsing, so
+    # their parsers (and packages) are loaded only when they run.
     sub.add_parser("bench", help="benchmark targets side by side (genai bench --help, docs/benchmarks.md)")
+    sub.add_parser("eval", help="measure answer quality on labelled data sets (genai eval --help, docs/quality.md)")
     return parser
 
 
@@ -64,10 +65,14 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
-        # The benchmark is a separate package beside the product, imported only here.
+        # The benchmark and the evaluation are packages beside the product, imported only here.
         from genai_bench.cli import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["eval"]:
+        from genai_eval.cli import main as eval_main
+
+        return eval_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
