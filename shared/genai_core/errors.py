@@ -110,6 +110,10 @@ class RequestTimedOut(ServiceError):
     reason = "REQUEST_TIMEOUT"
 
 
+class ClientNotReading(RequestTimedOut):
+    """The deadline passed while a stream waited for the client to take its data."""
+
+
 class Draining(ServiceError):
     """The server is shutting down and takes no new calls."""
 

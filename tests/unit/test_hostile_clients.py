@@ -1,0 +1,131 @@
+"""What a hostile or broken client must not do to a replica (issue 16), on the double.
+
+The same promises are checked against the real server in tests/adversarial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from doubles import FakeEngine
+from genai.messaging.v1 import messaging_service_pb2 as msg_pb
+from genai.messaging.v1 import messaging_service_pb2_grpc as msg_grpc
+from rawh2 import RawH2Client
+from servers import in_process_server
+
+from genai_core.config import EngineConfig, parse_config
+from genai_core.engine import vllm_engine
+from genai_core.engine.call import CallContext
+from genai_core.engine.types import ChatMessage, GenerationRequest
+from genai_core.errors import EngineDead
+from genai_core.observability import metrics
+
+STREAM = "/genai.messaging.v1.MessagingService/StreamRewriteDraft"
+STREAM_REQUEST = msg_pb.StreamRewriteDraftRequest(
+    draft="hi there", tone=msg_pb.TONE_PROFESSIONAL, max_length_chars=2000
+).SerializeToString()
+
+
+def test_stalled_reader_is_cut_at_max_request_time_and_its_generation_aborted() -> None:
+    # A client with a flow-control window of 0 and no deadline: before the fix the
+    # call stayed open (and its engine request alive) for as long as the client
+    # kept the connection.
+    engine = FakeEngine(lambda r: "word " * 2000, delay_s=0.001)
+    config = parse_config({"server": {"host": "127.0.0.1", "port": 0}, "admission": {"max_request_time_s": 1.5}})
+    with in_process_server(engine, config) as (_, running):
+        client = RawH2Client(f"127.0.0.1:{running.port}", initial_window=0)
+        try:
+            client.call(STREAM, STREAM_REQUEST)
+            deadline = time.monotonic() + 20
+            while not engine.closed_early and time.monotonic() < deadline:
+                client.pump(0.2)
+            assert len(engine.calls) == 1
+            assert engine.closed_early == [engine.calls[0].request_id]
+        finally:
+            client.close()
+
+
+class _FakeLlm:
+    """vLLM's AsyncLLM as far as the watchdog sees it: outputs on demand."""
+
+    errored = False
+
+    def __init__(self, outputs: int | None) -> None:
+        self.outputs = outputs  # None: never produce anything (a stalled engine)
+
+    async def check_health(self) -> None:
+        return None
+
+    async def generate(self, prompt: Any, params: Any, request_id: str, priority: int = 0) -> AsyncIterator[Any]:
+        if self.outputs is None:
+            await asyncio.sleep(3600)
+        for i in range(self.outputs or 0):
+            completion = type("C", (), {"token_ids": [i], "text": "x", "finish_reason": None})()
+            yield type("O", (), {"outputs": [completion], "finished": False, "num_cached_tokens": 0, "metrics": None})()
+
+
+def _engine(monkeypatch: pytest.MonkeyPatch, llm: _FakeLlm) -> vllm_engine.VllmEngine:
+    engine = vllm_engine.VllmEngine(EngineConfig(model="m", stall_timeout_s=1), "m")
+    engine._llm = llm
+    monkeypatch.setattr(engine, "render_prompt", lambda messages: [1, 2, 3])
+    monkeypatch.setattr(vllm_engine, "sampling_params", lambda request: None)
+    return engine
+
+
+REQUEST = GenerationRequest(messages=(ChatMessage("user", "hi"),), max_output_tokens=8)
+
+
+def test_watchdog_ignores_a_request_whose_consumer_does_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _engine(monkeypatch, _FakeLlm(outputs=5))
+
+    async def scenario() -> None:
+        stream = engine.stream(REQUEST, CallContext())
+        await anext(stream)  # the consumer takes one chunk, then stops reading
+        engine._last_progress -= 60  # long past stall_timeout_s
+        await engine.check_health()  # before the fix: EngineDead "stopped making progress"
+        await stream.aclose()
+
+    asyncio.run(scenario())
+    assert not engine.is_dead
+
+
+def test_watchdog_still_catches_an_engine_that_produces_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _engine(monkeypatch, _FakeLlm(outputs=None))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(anext(engine.stream(REQUEST, CallContext())))
+        await asyncio.sleep(0.05)  # the request now waits on the engine
+        engine._last_progress -= 60
+        try:
+            with pytest.raises(EngineDead):
+                await engine.check_health()
+        finally:
+            task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_call_past_the_clients_deadline_counts_as_deadline_exceeded() -> None:
+    # grpc cancels the handler when the client's deadline passes; before the fix the
+    # interceptor counted that as CANCELLED.
+    engine = FakeEngine(lambda r: "word " * 50, delay_s=0.1)
+    service, method = "genai.messaging.v1.MessagingService", "RewriteDraft"
+    counter = metrics.REQUESTS.labels(service, method, "DEADLINE_EXCEEDED")
+    before = counter._value.get()
+    with in_process_server(engine) as (channel, _):
+        stub = msg_grpc.MessagingServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.RewriteDraft(
+                msg_pb.RewriteDraftRequest(draft="hi there", tone=msg_pb.TONE_PROFESSIONAL, max_length_chars=2000),
+                timeout=0.5,
+            )
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        end = time.monotonic() + 10
+        while counter._value.get() == before and time.monotonic() < end:
+            time.sleep(0.05)
+    assert counter._value.get() == before + 1
