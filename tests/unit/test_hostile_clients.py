@@ -129,3 +129,44 @@ def test_a_call_past_the_clients_deadline_counts_as_deadline_exceeded() -> None:
         while counter._value.get() == before and time.monotonic() < end:
             time.sleep(0.05)
     assert counter._value.get() == before + 1
+
+
+UNARY = "/genai.messaging.v1.MessagingService/RewriteDraft"
+UNARY_REQUEST = msg_pb.RewriteDraftRequest(
+    draft="hi there", tone=msg_pb.TONE_PROFESSIONAL, max_length_chars=200
+).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "given",
+    [b"id\twith-tab", b"id\x7fdel", "caf\u00e9".encode(), b"\xff\xfe-raw", b"id\r\nx-evil: 1", b"has space",
+     b"x" * 129],
+    ids=["tab", "del", "non-ascii", "raw-bytes", "crlf", "space", "too-long"],
+)
+def test_a_bad_request_id_is_replaced_and_the_call_succeeds(given: bytes) -> None:
+    # Before the fix the id was echoed in the trailer, grpc refused it after the work
+    # was done, and the client got INTERNAL (or the stream a reset) for a call the
+    # server logged as OK.
+    with in_process_server(FakeEngine(lambda r: "a fine rewrite")) as (_, running):
+        client = RawH2Client(f"127.0.0.1:{running.port}")
+        try:
+            stream = client.call(UNARY, UNARY_REQUEST, metadata=[(b"x-request-id", given)], timeout_s=10)
+            result = client.wait(stream, 10)
+        finally:
+            client.close()
+    assert result.grpc_status == 0, result
+    echoed = result.trailers[b"x-request-id"].decode()
+    assert echoed != given.decode(errors="replace") and len(echoed) == 32 and echoed.isalnum()
+
+
+def test_a_valid_request_id_is_echoed_as_given() -> None:
+    given = "".join(chr(c) for c in range(0x21, 0x7F))[:128]
+    with in_process_server(FakeEngine(lambda r: "a fine rewrite")) as (_, running):
+        client = RawH2Client(f"127.0.0.1:{running.port}")
+        try:
+            stream = client.call(UNARY, UNARY_REQUEST, metadata=[(b"x-request-id", given.encode())], timeout_s=10)
+            result = client.wait(stream, 10)
+        finally:
+            client.close()
+    assert result.grpc_status == 0
+    assert result.trailers[b"x-request-id"] == given.encode()

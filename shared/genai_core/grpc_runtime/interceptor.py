@@ -26,6 +26,7 @@ from genai_core.observability import metrics, tracing
 log = structlog.get_logger(__name__)
 
 REQUEST_ID_KEY = "x-request-id"
+REQUEST_ID_MAX_CHARS = 128
 _OWN_PREFIX = "/genai."
 _call_var: ContextVar[CallContext | None] = ContextVar("genai_call", default=None)
 
@@ -56,10 +57,32 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return parse
 
 
+def valid_request_id(value: object) -> bool:
+    """Whether a client's request id may be used (and echoed in a trailer) as given.
+
+    Visible ASCII only (0x21-0x7E, no space: ids are tokens, and grpc refuses control
+    characters and non-ASCII in a trailer after the work is done), 1 to
+    REQUEST_ID_MAX_CHARS characters.
+    """
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= REQUEST_ID_MAX_CHARS
+        and all("\x21" <= ch <= "\x7e" for ch in value)
+    )
+
+
 def _request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 128:
-            return value
+        if key == REQUEST_ID_KEY:
+            if valid_request_id(value):
+                return value
+            own = uuid.uuid4().hex
+            # Logged escaped and cut, so the log line stays one bounded line.
+            log.warning(
+                "request_id_replaced", given=ascii(value[:REQUEST_ID_MAX_CHARS]), given_chars=len(value),
+                request_id=own,
+            )
+            return own
     return uuid.uuid4().hex
 
 
