@@ -13,16 +13,20 @@ from typing import Any
 import grpc
 import pytest
 from doubles import FakeEngine
+from genai.feed.v1 import feed_service_pb2 as feed_pb
+from genai.feed.v1 import feed_service_pb2_grpc as feed_grpc
 from genai.messaging.v1 import messaging_service_pb2 as msg_pb
 from genai.messaging.v1 import messaging_service_pb2_grpc as msg_grpc
 from rawh2 import RawH2Client
 from servers import in_process_server
+from test_servicers import details
 
 from genai_core.config import EngineConfig, parse_config
 from genai_core.engine import vllm_engine
 from genai_core.engine.call import CallContext
 from genai_core.engine.types import ChatMessage, GenerationRequest
 from genai_core.errors import EngineDead
+from genai_core.grpc_runtime import status
 from genai_core.observability import metrics
 
 STREAM = "/genai.messaging.v1.MessagingService/StreamRewriteDraft"
@@ -170,3 +174,34 @@ def test_a_valid_request_id_is_echoed_as_given() -> None:
             client.close()
     assert result.grpc_status == 0
     assert result.trailers[b"x-request-id"] == given.encode()
+
+
+def _maximal_bad_rank_request() -> feed_pb.RankPostsRequest:
+    """Every field of RankPosts wrong at once, with long values that descriptions echo."""
+    long_id = "dup-" * 2500
+    return feed_pb.RankPostsRequest(
+        member=feed_pb.MemberProfile(member_id=long_id, headline=" ", interests=[" "] * 20, recent_activity=[""] * 10),
+        candidates=[
+            feed_pb.CandidatePost(post_id=long_id, author="", text="", topics=[""] * 10) for _ in range(20)
+        ],
+    )
+
+
+def test_a_maximal_bad_request_gets_invalid_argument_with_bounded_details() -> None:
+    # Before the fix: ~300 violations, each echoing a 10,000-character id, made trailers
+    # far past grpc's 16 KiB default and the client saw RESOURCE_EXHAUSTED, not our status.
+    with in_process_server(FakeEngine(lambda r: "")) as (channel, _):
+        with pytest.raises(grpc.RpcError) as caught:
+            feed_grpc.FeedServiceStub(channel).RankPosts(_maximal_bad_rank_request(), timeout=10)
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    found = details(error)
+    bad_request, info = found["BadRequest"], found["ErrorInfo"]
+    assert 0 < len(bad_request.field_violations) <= status.MAX_FIELD_VIOLATIONS
+    total = int(info.metadata["field_violations"])
+    assert total > 250
+    assert int(info.metadata["field_violations_omitted"]) == total - len(bad_request.field_violations)
+    assert all(len(v.description) <= status.MAX_DESCRIPTION_CHARS for v in bad_request.field_violations)
+    assert len(error.details()) <= status.MAX_MESSAGE_CHARS and "more" in error.details()
+    trailers = sum(len(k) + len(v) for k, v in error.trailing_metadata())
+    assert trailers < 8 * 1024
