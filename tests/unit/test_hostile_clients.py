@@ -17,6 +17,7 @@ from genai.feed.v1 import feed_service_pb2 as feed_pb
 from genai.feed.v1 import feed_service_pb2_grpc as feed_grpc
 from genai.messaging.v1 import messaging_service_pb2 as msg_pb
 from genai.messaging.v1 import messaging_service_pb2_grpc as msg_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rawh2 import RawH2Client
 from servers import in_process_server
 from test_servicers import details
@@ -205,3 +206,15 @@ def test_a_maximal_bad_request_gets_invalid_argument_with_bounded_details() -> N
     assert len(error.details()) <= status.MAX_MESSAGE_CHARS and "more" in error.details()
     trailers = sum(len(k) + len(v) for k, v in error.trailing_metadata())
     assert trailers < 8 * 1024
+
+
+def test_draining_ends_health_watch_streams_after_not_serving() -> None:
+    # Before: Watch streams never ended, so every open watcher held the drain for the
+    # whole grace period.
+    with in_process_server(FakeEngine(lambda r: "")) as (channel, running):
+        responses = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert next(responses).status == health_pb2.HealthCheckResponse.SERVING
+        asyncio.run_coroutine_threadsafe(running.start_draining(), running.loop).result(timeout=5)
+        rest = [r.status for r in responses]  # ends (OK), well before the 10 s deadline
+        assert rest and rest[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert responses.code() == grpc.StatusCode.OK

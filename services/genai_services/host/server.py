@@ -1,7 +1,8 @@
 """Composes the configured services on one gRPC server and one engine, and runs them.
 
 Lifecycle: listen at once with health NOT_SERVING → load the engine → SERVING →
-on SIGTERM/SIGINT: NOT_SERVING, new calls refused (UNAVAILABLE) → in-flight calls get
+on SIGTERM/SIGINT: NOT_SERVING, Health.Watch streams ended, new calls refused
+(UNAVAILABLE) → in-flight calls get
 the grace period (a second signal ends it at once) → engine shutdown → exit 0.
 If the engine dies or stalls: NOT_SERVING → in-flight calls fail UNAVAILABLE → exit 1,
 so the orchestrator restarts us.
@@ -10,6 +11,7 @@ so the orchestrator restarts us.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +40,44 @@ SERVICES: dict[str, ServiceDefinition] = {s.name: s for s in (FEED, MESSAGING, S
 HEALTH_POLL_S = 2.0
 
 
+class DrainableHealth(health.aio.HealthServicer):
+    """grpc's health servicer, whose Watch streams end when the server drains.
+
+    grpc's own never end: each open Watch (every load balancer and sidecar keeps one)
+    held the drain until the grace period ran out.
+    """
+
+    # How long the last NOT_SERVING may wait for a watcher that does not read.
+    FINAL_WRITE_S = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._draining = asyncio.Event()
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        watching = asyncio.ensure_future(super().Watch(request, context))
+        draining = asyncio.ensure_future(self._draining.wait())
+        try:
+            await asyncio.wait({watching, draining}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            draining.cancel()
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+        # The parent may not have written NOT_SERVING yet when it was cancelled: say it
+        # (again, which Watch allows), then end the stream with OK.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.FINAL_WRITE_S):
+                await context.write(health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING))
+
+    def end_watches(self) -> None:
+        self._draining.set()
+
+
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
-    health: health.aio.HealthServicer
+    health: DrainableHealth
     port: int
     service_names: list[str]
     interceptor: ServiceInterceptor
@@ -53,6 +89,12 @@ class RunningServer:
         for name in ("", *self.service_names):
             await self.health.set(name, status)
         metrics.SERVING.set(1 if serving else 0)
+
+    async def start_draining(self) -> None:
+        """Refuse new calls, NOT_SERVING everywhere, and end Health.Watch streams."""
+        self.interceptor.draining = True
+        await self.set_serving(False)
+        self.health.end_watches()
 
 
 def _credentials(config: Config) -> grpc.ServerCredentials | None:
@@ -85,7 +127,7 @@ async def start_server(config: Config, engine: Engine) -> RunningServer:
     definitions = [SERVICES[name] for name in config.server.services]
     for definition in definitions:
         definition.add_to_server(engine, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = DrainableHealth()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [d.full_name for d in definitions]
     if config.server.reflection:
@@ -158,8 +200,7 @@ async def serve(config: Config, engine: Engine) -> int:
         starting.cancel()
 
     log.info("shutting_down", grace_s=config.server.shutdown_grace_s)
-    running.interceptor.draining = True
-    await running.set_serving(False)
+    await running.start_draining()
     # New calls are refused from here; in-flight ones get the grace period.
     grace = config.server.shutdown_grace_s if exit_code == 0 else 0
     drained = asyncio.create_task(running.server.stop(grace))
