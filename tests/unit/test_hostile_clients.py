@@ -6,6 +6,7 @@ The same promises are checked against the real server in tests/adversarial.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,7 +37,9 @@ STREAM_REQUEST = msg_pb.StreamRewriteDraftRequest(
 ).SerializeToString()
 
 
-def test_stalled_reader_is_cut_at_max_request_time_and_its_generation_aborted() -> None:
+def test_stalled_reader_is_cut_at_max_request_time_and_its_generation_aborted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # A client with a flow-control window of 0 and no deadline: before the fix the
     # call stayed open (and its engine request alive) for as long as the client
     # kept the connection.
@@ -53,6 +56,12 @@ def test_stalled_reader_is_cut_at_max_request_time_and_its_generation_aborted() 
             assert engine.closed_early == [engine.calls[0].request_id]
         finally:
             client.close()
+        time.sleep(0.5)  # the stream's end after the client left, then the server stops
+    # Before: the servicer's generator, left suspended, was closed by the garbage
+    # collector in another task: "Task exception was never retrieved ... created in a
+    # different Context" at ERROR.
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
 
 
 class _FakeLlm:
