@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 
 
@@ -146,7 +147,13 @@ class RawH2Client:
             if not data:
                 self.closed = True
                 return
-            for event in self.conn.receive_data(data):
+            try:
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                # e.g. frames after the server's GOAWAY: the connection is over for us.
+                self.closed = True
+                return
+            for event in events:
                 self._handle(event)
             self._flush()
 

@@ -227,3 +227,26 @@ def test_draining_ends_health_watch_streams_after_not_serving() -> None:
         rest = [r.status for r in responses]  # ends (OK), well before the 10 s deadline
         assert rest and rest[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
         assert responses.code() == grpc.StatusCode.OK
+
+
+def test_a_long_call_survives_client_keepalive_pings() -> None:
+    # A 4 s unary call that sends no data while it runs, the client pinging every
+    # second (as Java/Go clients set to 10 s do over a 30-40 s call: the same count of
+    # pings per call). grpc's default policy allows 2 "too early" pings and then sends
+    # GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings"), failing the call: it did before the fix.
+    engine = FakeEngine(lambda r: "w " * 40, delay_s=0.1)
+    with in_process_server(engine) as (_, running):
+        client = RawH2Client(f"127.0.0.1:{running.port}")
+        try:
+            stream = client.call(UNARY, UNARY_REQUEST, timeout_s=30)
+            result = client.streams[stream]
+            pings = 0
+            while not result.done and not client.closed and pings < 30:
+                client.ping()
+                pings += 1
+                client.pump(1.0)
+        finally:
+            client.close()
+    assert client.goaway is None, client.goaway
+    assert result.grpc_status == 0, result
+    assert pings >= 4 and client.pings_acked >= pings - 1

@@ -21,7 +21,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from genai_core.config import Config
+from genai_core.config import Config, ServerConfig
 from genai_core.engine.base import Engine
 from genai_core.errors import EngineDead
 from genai_core.grpc_runtime.interceptor import ServiceInterceptor
@@ -109,6 +109,22 @@ def _credentials(config: Config) -> grpc.ServerCredentials | None:
     )
 
 
+def connection_options(server: ServerConfig) -> list[tuple[str, int]]:
+    """grpc's keepalive and connection-age options for `server`'s policy."""
+    options = [
+        # 0 strikes = never GOAWAY a client for pinging (vLLM's gRPC launcher does the same).
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(server.min_client_ping_interval_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    if server.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(server.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(server.max_connection_age_grace_s * 1000)),
+        ]
+    return options
+
+
 async def start_server(config: Config, engine: Engine) -> RunningServer:
     """Start listening with every service mounted and health NOT_SERVING."""
     limit = config.server.max_message_bytes
@@ -122,6 +138,7 @@ async def start_server(config: Config, engine: Engine) -> RunningServer:
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            *connection_options(config.server),
         ],
     )
     definitions = [SERVICES[name] for name in config.server.services]
