@@ -16,6 +16,16 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
+# vLLM's CPU engine on the tiny test model, sized for a 2-core test machine.
+TINY_ENGINE = {
+    "max_model_len": 4096,
+    "max_num_seqs": 16,
+    "enforce_eager": True,
+    "dtype": "float32",
+    "cpu_kv_cache_space_gib": 1,
+}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -90,7 +100,7 @@ def start_server(tmp: Path, engine: dict[str, object], *, extra_args: list[str] 
     config = {
         **(sections or {}),
         "engine": engine,
-        "server": {"host": "127.0.0.1", "port": port, "shutdown_grace_s": 20},
+        "server": {"host": "127.0.0.1", "port": port, "shutdown_grace_s": 20, **(sections or {}).get("server", {})},
         "metrics": {"host": "127.0.0.1", "port": metrics_port},
     }
     config_path = tmp / "config.yaml"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,6 +221,7 @@ async def serve(config: Config, engine: Engine) -> int:
     await running.start_draining()
     # New calls are refused from here; in-flight ones get the grace period.
     grace = config.server.shutdown_grace_s if exit_code == 0 else 0
+    drain_started = time.monotonic()
     drained = asyncio.create_task(running.server.stop(grace))
     second = asyncio.create_task(abort_now.wait())
     await asyncio.wait({drained, second}, return_when=asyncio.FIRST_COMPLETED)
@@ -227,6 +229,7 @@ async def serve(config: Config, engine: Engine) -> int:
         log.warning("shutdown_forced")
         await running.server.stop(0)
         await drained
+    log.info("drained", drain_s=round(time.monotonic() - drain_started, 2))
     second.cancel()
     stopping.cancel()
     await engine.shutdown()

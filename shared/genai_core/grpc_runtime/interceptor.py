@@ -234,7 +234,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def _stream(
         self, service: str, method: str, behavior: Callable[..., AsyncIterator[Any]]
-    ) -> Callable[..., AsyncIterator[Any]]:
+    ) -> Callable[..., Awaitable[None]]:
         # A coroutine that writes, not an async generator that grpc drains: grpc's own
         # writes wait for the client's flow control without limit, and a generator left
         # suspended at `yield` is closed later by the garbage collector, in another
