@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -71,15 +72,26 @@ class FakeEngine(Engine):
         return None
 
 
-def congest(engine: Engine, wait_s: float) -> Ticket:
-    """Make `engine`'s queue look `wait_s` seconds long to a newcomer (wait_s < 15).
+class Held:
+    """Waiting requests held in an admission queue; `release` lets them go."""
 
-    Two requests started 2 * wait_s apart set the drain rate; one waiting request is
-    held (release the returned ticket when done).
+    def __init__(self, tickets: list[Ticket]) -> None:
+        self.tickets = tickets
+
+    def release(self) -> None:
+        for ticket in self.tickets:
+            ticket.release()
+
+
+def congest(engine: Engine, wait_s: float) -> Held:
+    """Make `engine`'s queue look about `wait_s` seconds long to a newcomer.
+
+    Two requests started 2 s apart (inside admission's rate window) set a drain rate of
+    one request a second; ceil(wait_s) waiting requests are held (release them when done).
     """
-    offset = [-2 * wait_s]
+    offset = [-2.0]
     engine.admission = Admission(64, 10**6, clock=lambda: time.monotonic() + offset[0])
     engine.admission.admit(1).started()
     offset[0] = 0.0
     engine.admission.admit(1).started()
-    return engine.admission.admit(1)
+    return Held([engine.admission.admit(1) for _ in range(math.ceil(wait_s))])

@@ -38,6 +38,7 @@ def in_process_server(
     asyncio.run_coroutine_threadsafe(main(), loop).result(timeout=30)
     ready.wait(30)
     running = holder["server"]
+    running.loop = loop  # type: ignore[attr-defined]  # for tests that act on the server
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     try:
         yield channel, running

@@ -27,6 +27,16 @@ SERVE_COMMAND = (sys.executable, "-m", "genai_services.host.cli")
 """`genai` run from this interpreter, so the subprocess sees the same sources and venv."""
 
 
+# vLLM's CPU engine on the tiny test model, sized for a 2-core test machine.
+TINY_ENGINE = {
+    "max_model_len": 4096,
+    "max_num_seqs": 16,
+    "enforce_eager": True,
+    "dtype": "float32",
+    "cpu_kv_cache_space_gib": 1,
+}
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -209,7 +219,8 @@ def start_server(
         engine: the config's engine section.
         extra_args: appended to `genai serve --config FILE`.
         command: the `genai` command (default: `SERVE_COMMAND`).
-        sections: further config sections (admission, logging, ...).
+        sections: further config sections (admission, logging, ...); a `server` section
+            adds to (or overrides) the listener settings, the port stays the helper's.
         shutdown_grace_s: server.shutdown_grace_s.
         env: the subprocess environment (default: `engine_env(tmp)`).
 
@@ -220,7 +231,12 @@ def start_server(
     config = {
         **(sections or {}),
         "engine": engine,
-        "server": {"host": "127.0.0.1", "port": port, "shutdown_grace_s": shutdown_grace_s},
+        "server": {
+            "host": "127.0.0.1",
+            "port": port,
+            "shutdown_grace_s": shutdown_grace_s,
+            **(sections or {}).get("server", {}),
+        },
         "metrics": {"host": "127.0.0.1", "port": metrics_port},
     }
     config_path = tmp / "config.yaml"

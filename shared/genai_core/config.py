@@ -169,6 +169,15 @@ class ServerConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     reflection: bool = True
     tls: TlsConfig = field(default_factory=TlsConfig)
+    # Client keepalive pings are welcome at any rate, during calls and between them: a
+    # long call sends no data, and grpc's default policy (2 "too early" pings) answers
+    # a client pinging every 10 s with GOAWAY, failing every call on the connection.
+    min_client_ping_interval_s: float = 5.0
+    # Connections are closed after this long (0: never), so that clients reconnect and
+    # spread over new replicas in a rolling restart; the calls still open on a closing
+    # connection get the grace (longer than admission.max_request_time_s by default).
+    max_connection_age_s: float = 1800.0
+    max_connection_age_grace_s: float = 150.0
 
     def problems(self, known_services: Collection[str] | None = None) -> list[str]:
         """Range problems; service names are checked only against `known_services` when given."""
@@ -182,6 +191,9 @@ class ServerConfig:
             _check(len(set(services)) == len(services), "services: each service at most once"),
             _check(self.shutdown_grace_s >= 0, "shutdown_grace_s: must be >= 0"),
             _check(self.max_message_bytes >= 1024, "max_message_bytes: must be >= 1024"),
+            _check(self.min_client_ping_interval_s >= 0, "min_client_ping_interval_s: must be >= 0"),
+            _check(self.max_connection_age_s >= 0, "max_connection_age_s: must be >= 0"),
+            _check(self.max_connection_age_grace_s >= 0, "max_connection_age_grace_s: must be >= 0"),
         ]
         return [p for p in out if p] + [f"tls.{p}" for p in self.tls.problems()]
 

@@ -34,9 +34,14 @@ class InvalidRequest(ServiceError):
 
     reason = "INVALID_REQUEST"
 
+    # The message names this many fields at most (the status carries the details).
+    MESSAGE_FIELDS = 5
+
     def __init__(self, violations: list[FieldViolation]) -> None:
-        fields = ", ".join(v.field for v in violations)
-        super().__init__(f"invalid request: {fields}")
+        named = violations[: self.MESSAGE_FIELDS]
+        fields = ", ".join(v.field[:100] for v in named)
+        rest = len(violations) - len(named)
+        super().__init__(f"invalid request: {fields}" + (f" and {rest} more" if rest else ""))
         self.violations = violations
 
 
@@ -108,6 +113,10 @@ class RequestTimedOut(ServiceError):
     """The call ran past its deadline or the server's maximum request time; it was aborted."""
 
     reason = "REQUEST_TIMEOUT"
+
+
+class ClientNotReading(RequestTimedOut):
+    """The deadline passed while a stream waited for the client to take its data."""
 
 
 class Draining(ServiceError):

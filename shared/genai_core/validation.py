@@ -18,14 +18,21 @@ class Violations:
 
     def text(self, field: str, value: str, *, max_chars: int, required: bool = True) -> str:
         """Check a free-text field; returns it stripped of surrounding whitespace."""
-        stripped = value.strip()
-        if required and not stripped:
+        return self.opaque(field, value, max_chars=max_chars, required=required).strip()
+
+    def opaque(self, field: str, value: str, *, max_chars: int, required: bool = True) -> str:
+        """Check a field the caller gets back (an id); returns it exactly as given.
+
+        The checks are `text`'s (whitespace alone counts as empty), but the value is
+        never trimmed: `"a"` and `"a "` are two ids, and each is echoed as sent.
+        """
+        if required and not value.strip():
             self.add(field, "must not be empty")
         elif len(value) > max_chars:
             self.add(field, f"must be at most {max_chars} characters, got {len(value)}")
         elif "\x00" in value:
             self.add(field, "must not contain NUL characters")
-        return stripped
+        return value
 
     def texts(self, field: str, values: Sequence[str], *, max_items: int, max_chars: int) -> list[str]:
         """Check a repeated free-text field; empty entries are errors, not skipped."""

@@ -5,18 +5,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from genai_testing.procs import ServerProcess, start_server
-
+from genai_testing.procs import TINY_ENGINE, ServerProcess, start_server
 from genai_testing.tiny_model import write_tiny_model
 
+__all__ = ["TINY_ENGINE"]  # tests import it from here
+
 # vLLM's engine takes ~20-30 s to start on 2 cores: one server serves the whole session.
-TINY_ENGINE = {
-    "max_model_len": 4096,
-    "max_num_seqs": 16,
-    "enforce_eager": True,
-    "dtype": "float32",
-    "cpu_kv_cache_space_gib": 1,
-}
 
 
 # Small enough that a burst test can fill the queue, large enough for normal tests.

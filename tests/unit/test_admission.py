@@ -61,6 +61,24 @@ def test_drain_rate_sets_retry_delay_and_rejects_hopeless_deadlines() -> None:
     admission.admit(1, deadline=clock.now + 60.0)
 
 
+def test_retry_delay_follows_the_current_burst_not_an_earlier_one() -> None:
+    clock = Clock()
+    admission = Admission(max_waiting_requests=100, max_waiting_prompt_tokens=10**6, clock=clock)
+
+    def burst(size: int, started: int, per_s: float) -> None:
+        tickets = [admission.admit(1) for _ in range(size)]
+        for ticket in tickets[:started]:
+            clock.now += 1 / per_s
+            ticket.started()
+
+    burst(48, 48, per_s=16)  # an earlier burst, drained in 3 s
+    clock.now += 20  # idle
+    burst(48, 24, per_s=16)  # now: half of a new burst started, 24 still wait
+    true_wait_s = 24 / 16
+    # Before: the 30 s window averaged in the idle time and advised about 8 s.
+    assert admission.retry_after_s() == pytest.approx(true_wait_s, rel=0.25)
+
+
 def test_expired_deadline_rejected_even_on_an_empty_queue() -> None:
     clock = Clock()
     admission = Admission(max_waiting_requests=10, max_waiting_prompt_tokens=100, clock=clock)

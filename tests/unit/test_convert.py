@@ -47,6 +47,23 @@ def test_violations_collects_all_then_raises():
     assert [i.field for i in info.value.violations] == ["b", "c", "d"]
 
 
+def test_opaque_fields_come_back_exactly_as_given():
+    v = Violations()
+    assert v.opaque("a", "  post-1  ", max_chars=20) == "  post-1  "
+    v.opaque("b", " \t ", max_chars=5)
+    v.opaque("c", "toolong", max_chars=3)
+    assert [i.field for i in v.items] == ["b", "c"]
+
+
+def test_feed_ids_are_kept_exactly_and_differ_by_whitespace():
+    request = feed_request(2, member_id=" m-1 ")
+    request.candidates[0].post_id = "a"
+    request.candidates[1].post_id = "a "
+    data = feed_convert.rank_posts_from_pb(request)  # before: "a" and "a " were rejected as duplicates
+    assert data.member.member_id == " m-1 "
+    assert [p.post_id for p in data.candidates] == ["a", "a "]
+
+
 def test_violations_nothing_to_raise():
     Violations().raise_if_any()  # must not raise
 

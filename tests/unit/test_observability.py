@@ -213,3 +213,28 @@ def test_one_log_line_per_request_with_usage() -> None:
     assert finished["output_tokens"] == 10 and finished["prompt_tokens"] > 0
     assert finished["ttft_ms"] is not None and finished["duration_ms"] >= finished["ttft_ms"]
     assert "x" not in {finished.get("prompt"), finished.get("output")}  # no text logged by default
+
+
+def test_stdlib_errors_keep_their_stack_trace() -> None:
+    import io
+    import logging
+
+    import structlog
+
+    from genai_core.observability.logging import configure_logging
+
+    handlers = logging.getLogger().handlers[:]
+    out = io.StringIO()
+    configure_logging("info", json=True, stream=out)
+    try:
+        try:
+            raise ZeroDivisionError("from asyncio")
+        except ZeroDivisionError:
+            logging.getLogger("asyncio").exception("task_failed")
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers[:] = handlers
+    (line,) = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    # Before: "exc_info" held a repr of the tuple ("<traceback object at ...>").
+    assert "Traceback (most recent call last)" in line["exception"]
+    assert "ZeroDivisionError: from asyncio" in line["exception"]

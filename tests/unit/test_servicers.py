@@ -89,6 +89,15 @@ def test_rank_posts_orders_all_candidates(channel: grpc.Channel) -> None:
     assert response.usage.output_token_count > 0
 
 
+def test_rank_posts_echoes_post_ids_as_given(channel: grpc.Channel) -> None:
+    request = rank_request(3)
+    for post, given in zip(request.candidates, ["post-1  ", "a", "a "]):
+        post.post_id = given
+    response = feed_grpc.FeedServiceStub(channel).RankPosts(request)
+    # before: "post-1  " came back as "post-1", and "a"/"a " were refused as duplicates
+    assert sorted(p.post_id for p in response.ranked_posts) == sorted(["post-1  ", "a", "a "])
+
+
 def test_suggest_replies_returns_requested_count(channel: grpc.Channel) -> None:
     response = msg_grpc.MessagingServiceStub(channel).SuggestReplies(
         msg_pb.SuggestRepliesRequest(

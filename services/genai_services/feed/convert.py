@@ -23,7 +23,7 @@ def rank_posts_from_pb(request: pb.RankPostsRequest) -> RankPostsInput:
         v.add("member", "must be set")
     m = request.member
     member = Member(
-        member_id=v.text("member.member_id", m.member_id, max_chars=128),
+        member_id=v.opaque("member.member_id", m.member_id, max_chars=128),
         headline=v.text("member.headline", m.headline, max_chars=300),
         interests=tuple(v.texts("member.interests", m.interests, max_items=20, max_chars=60)),
         recent_activity=tuple(
@@ -35,7 +35,7 @@ def rank_posts_from_pb(request: pb.RankPostsRequest) -> RankPostsInput:
     seen: set[str] = set()
     for i, c in enumerate(request.candidates[:MAX_CANDIDATES]):
         field = f"candidates[{i}]"
-        post_id = v.text(f"{field}.post_id", c.post_id, max_chars=128)
+        post_id = v.opaque(f"{field}.post_id", c.post_id, max_chars=128)
         if post_id and post_id in seen:
             v.add(f"{field}.post_id", f"duplicate post_id {post_id!r}")
         seen.add(post_id)

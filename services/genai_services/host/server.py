@@ -1,7 +1,8 @@
 """Composes the configured services on one gRPC server and one engine, and runs them.
 
 Lifecycle: listen at once with health NOT_SERVING → load the engine → SERVING →
-on SIGTERM/SIGINT: NOT_SERVING, new calls refused (UNAVAILABLE) → in-flight calls get
+on SIGTERM/SIGINT: NOT_SERVING, Health.Watch streams ended, new calls refused
+(UNAVAILABLE) → in-flight calls get
 the grace period (a second signal ends it at once) → engine shutdown → exit 0.
 If the engine dies or stalls: NOT_SERVING → in-flight calls fail UNAVAILABLE → exit 1,
 so the orchestrator restarts us.
@@ -10,7 +11,9 @@ so the orchestrator restarts us.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from genai_core.config import Config
+from genai_core.config import Config, ServerConfig
 from genai_core.engine.base import Engine
 from genai_core.errors import EngineDead
 from genai_core.grpc_runtime.interceptor import MethodSpec, ServiceInterceptor
@@ -36,10 +39,44 @@ log = structlog.get_logger(__name__)
 HEALTH_POLL_S = 2.0
 
 
+class DrainableHealth(health.aio.HealthServicer):
+    """grpc's health servicer, whose Watch streams end when the server drains.
+
+    grpc's own never end: each open Watch (every load balancer and sidecar keeps one)
+    held the drain until the grace period ran out.
+    """
+
+    # How long the last NOT_SERVING may wait for a watcher that does not read.
+    FINAL_WRITE_S = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._draining = asyncio.Event()
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        watching = asyncio.ensure_future(super().Watch(request, context))
+        draining = asyncio.ensure_future(self._draining.wait())
+        try:
+            await asyncio.wait({watching, draining}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            draining.cancel()
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+        # The parent may not have written NOT_SERVING yet when it was cancelled: say it
+        # (again, which Watch allows), then end the stream with OK.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.FINAL_WRITE_S):
+                await context.write(health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING))
+
+    def end_watches(self) -> None:
+        self._draining.set()
+
+
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
-    health: health.aio.HealthServicer
+    health: DrainableHealth
     port: int
     service_names: list[str]
     interceptor: ServiceInterceptor
@@ -52,6 +89,12 @@ class RunningServer:
             await self.health.set(name, status)
         metrics.SERVING.set(1 if serving else 0)
 
+    async def start_draining(self) -> None:
+        """Refuse new calls, NOT_SERVING everywhere, and end Health.Watch streams."""
+        self.interceptor.draining = True
+        await self.set_serving(False)
+        self.health.end_watches()
+
 
 def _credentials(config: Config) -> grpc.ServerCredentials | None:
     tls = config.server.tls
@@ -63,6 +106,22 @@ def _credentials(config: Config) -> grpc.ServerCredentials | None:
         root_certificates=Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None,
         require_client_auth=tls.require_client_auth,
     )
+
+
+def connection_options(server: ServerConfig) -> list[tuple[str, int]]:
+    """grpc's keepalive and connection-age options for `server`'s policy."""
+    options = [
+        # 0 strikes = never GOAWAY a client for pinging (vLLM's gRPC launcher does the same).
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(server.min_client_ping_interval_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    if server.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(server.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(server.max_connection_age_grace_s * 1000)),
+        ]
+    return options
 
 
 def method_specs(
@@ -103,11 +162,12 @@ async def start_server(config: Config, engine: Engine, registry: ServiceRegistry
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            *connection_options(config.server),
         ],
     )
     for definition in definitions:
         definition.add_to_server(engine, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = DrainableHealth()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [d.full_name for d in definitions]
     if config.server.reflection:
@@ -177,10 +237,10 @@ async def serve(config: Config, engine: Engine) -> int:
         starting.cancel()
 
     log.info("shutting_down", grace_s=config.server.shutdown_grace_s)
-    running.interceptor.draining = True
-    await running.set_serving(False)
+    await running.start_draining()
     # New calls are refused from here; in-flight ones get the grace period.
     grace = config.server.shutdown_grace_s if exit_code == 0 else 0
+    drain_started = time.monotonic()
     drained = asyncio.create_task(running.server.stop(grace))
     second = asyncio.create_task(abort_now.wait())
     await asyncio.wait({drained, second}, return_when=asyncio.FIRST_COMPLETED)
@@ -188,6 +248,7 @@ async def serve(config: Config, engine: Engine) -> int:
         log.warning("shutdown_forced")
         await running.server.stop(0)
         await drained
+    log.info("drained", drain_s=round(time.monotonic() - drain_started, 2))
     second.cancel()
     stopping.cancel()
     await engine.shutdown()

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import structlog
@@ -195,7 +195,8 @@ class VllmEngine(Engine):
         self._stats = EngineStats()
         self._dead: BaseException | None = None
         self._closing = False
-        # Progress watchdog: requests in flight and when any of them last produced output.
+        # Progress watchdog: requests waiting on engine output, and when any of them
+        # last got some (see `_owed_output`).
         self._in_flight = 0
         self._last_progress = time.monotonic()
 
@@ -295,9 +296,6 @@ class VllmEngine(Engine):
     ) -> AsyncIterator[GenerationChunk]:
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        if self._in_flight == 0:
-            self._last_progress = time.monotonic()
-        self._in_flight += 1
         output_tokens = 0
         first = True
         texts: list[str] = []
@@ -314,8 +312,9 @@ class VllmEngine(Engine):
             ) as outputs:
                 while True:
                     try:
-                        async with asyncio.timeout_at(call.deadline):
-                            out = await anext(outputs)
+                        with self._owed_output():
+                            async with asyncio.timeout_at(call.deadline):
+                                out = await anext(outputs)
                     except StopAsyncIteration:
                         break
                     except TimeoutError:
@@ -340,7 +339,6 @@ class VllmEngine(Engine):
             self._dead = e
             raise EngineDead("the model engine has failed; this replica is restarting") from None
         finally:
-            self._in_flight -= 1
             if self.log_prompts:
                 log.info(
                     "generation_io",
@@ -348,6 +346,22 @@ class VllmEngine(Engine):
                     output="".join(texts),
                     output_tokens=output_tokens,
                 )
+
+    @contextlib.contextmanager
+    def _owed_output(self) -> Iterator[None]:
+        """Count a request as in flight while it waits on the engine, and only then.
+
+        A request whose consumer has not taken its last chunk yet (a client reading
+        slowly, or not at all) is owed nothing by the engine: were it counted, one stalled
+        reader would look like a stalled engine to `check_health`.
+        """
+        if self._in_flight == 0:
+            self._last_progress = time.monotonic()
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
 
     def stats(self) -> EngineStats:
         return self._stats

@@ -8,6 +8,7 @@ method reports failures the same way. It also derives each call's CallContext
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -20,13 +21,14 @@ import grpc
 import structlog
 
 from genai_core.engine.call import CallContext
-from genai_core.errors import Draining, MalformedRequest, ServiceError
+from genai_core.errors import ClientNotReading, Draining, MalformedRequest, ServiceError
 from genai_core.grpc_runtime.status import abort_with_error
 from genai_core.observability import metrics, tracing
 
 log = structlog.get_logger(__name__)
 
 REQUEST_ID_KEY = "x-request-id"
+REQUEST_ID_MAX_CHARS = 128
 _call_var: ContextVar[CallContext | None] = ContextVar("genai_call", default=None)
 
 TrailerProvider = Callable[[], Sequence[tuple[str, str | bytes]]]
@@ -73,10 +75,32 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return parse
 
 
+def valid_request_id(value: object) -> bool:
+    """Whether a client's request id may be used (and echoed in a trailer) as given.
+
+    Visible ASCII only (0x21-0x7E, no space: ids are tokens, and grpc refuses control
+    characters and non-ASCII in a trailer after the work is done), 1 to
+    REQUEST_ID_MAX_CHARS characters.
+    """
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= REQUEST_ID_MAX_CHARS
+        and all("\x21" <= ch <= "\x7e" for ch in value)
+    )
+
+
 def _request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 128:
-            return value
+        if key == REQUEST_ID_KEY:
+            if valid_request_id(value):
+                return value
+            own = uuid.uuid4().hex
+            # Logged escaped and cut, so the log line stays one bounded line.
+            log.warning(
+                "request_id_replaced", given=ascii(value[:REQUEST_ID_MAX_CHARS]), given_chars=len(value),
+                request_id=own,
+            )
+            return own
     return uuid.uuid4().hex
 
 
@@ -108,6 +132,14 @@ class _Call:
         context.set_trailing_metadata(((REQUEST_ID_KEY, self.call.request_id), *extra))
 
     async def fail(self, error: Exception) -> None:
+        if isinstance(error, ClientNotReading):
+            # No status can reach a client that does not read: it would queue behind the
+            # message still unsent (grpc refuses the batch). End the handler as
+            # cancelled; the stream itself goes with the client's reset or its
+            # connection (bounded by server.max_connection_age_s).
+            log.warning("client_not_reading")
+            self.context.set_code(grpc.StatusCode.DEADLINE_EXCEEDED)
+            raise asyncio.CancelledError() from None
         if isinstance(error, ServiceError):
             await abort_with_error(self.context, error, self.service)
         # Anything else is a bug of ours: log it whole, tell the caller nothing internal.
@@ -117,7 +149,7 @@ class _Call:
         )
 
     def finish(self, error: BaseException | None) -> None:
-        code = _final_code(self.context, error)
+        code = _final_code(self.context, error, self.call.deadline)
         elapsed = time.perf_counter() - self.started
         metrics.REQUESTS.labels(self.service, self.method, code.name).inc()
         metrics.REQUEST_LATENCY.labels(self.service, self.method).observe(elapsed)
@@ -143,11 +175,30 @@ class _Call:
         _call_var.reset(self.token)
 
 
-def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+async def _write_by(context: grpc.aio.ServicerContext, response: Any, deadline: float | None) -> None:
+    """Send one stream message, waiting for a slow reader no later than `deadline`.
+
+    Raises:
+        ClientNotReading: the client took no data until the deadline passed.
+    """
+    try:
+        async with asyncio.timeout_at(deadline):
+            await context.write(response)
+    except TimeoutError:
+        raise ClientNotReading("the call's deadline passed while the client was not reading the stream") from None
+
+
+def _final_code(
+    context: grpc.aio.ServicerContext, error: BaseException | None, deadline: float | None = None
+) -> grpc.StatusCode:
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code
     if isinstance(error, BaseException) and not isinstance(error, Exception):
+        # grpc cancels the handler both when the client goes away and when the client's
+        # deadline passes; only the clock tells them apart.
+        if deadline is not None and time.monotonic() >= deadline:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.OK if error is None else grpc.StatusCode.INTERNAL
 
@@ -205,11 +256,18 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def _stream(
         self, spec: MethodSpec, service: str, method: str, behavior: Callable[..., AsyncIterator[Any]]
-    ) -> Callable[..., AsyncIterator[Any]]:
-        async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with self._handling(_Call(self, spec, service, method, context), request):
-                async for response in behavior(request, context):
-                    yield response
+    ) -> Callable[..., Awaitable[None]]:
+        # A coroutine that writes, not an async generator that grpc drains: grpc's own
+        # writes wait for the client's flow control without limit, and a generator left
+        # suspended at `yield` is closed later by the garbage collector, in another
+        # context. Here every write is bounded by the call's deadline and the servicer's
+        # stream is closed (its engine request aborted) in this task, whatever happens.
+        async def handler(request: Any, context: grpc.aio.ServicerContext) -> None:
+            call = _Call(self, spec, service, method, context)
+            async with self._handling(call, request):
+                async with contextlib.aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        await _write_by(context, response, call.call.deadline)
 
         return handler
 

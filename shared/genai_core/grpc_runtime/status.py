@@ -24,6 +24,15 @@ from genai_core.errors import (
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
+# A status must fit grpc clients' default metadata limits (8 KiB soft, 16 KiB hard, for
+# all trailers together, binary ones base64-encoded): past them the client sees
+# RESOURCE_EXHAUSTED or INTERNAL instead of our status. These bounds keep the worst
+# case (a request with hundreds of bad fields) near 5 KiB.
+MAX_FIELD_VIOLATIONS = 16
+MAX_FIELD_CHARS = 80
+MAX_DESCRIPTION_CHARS = 120
+MAX_MESSAGE_CHARS = 300
+
 _CODES: dict[type[ServiceError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     PromptTooLong: grpc.StatusCode.INVALID_ARGUMENT,
@@ -48,6 +57,11 @@ def status_code_for(error: ServiceError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def _cut(text: str, limit: int) -> str:
+    """`text` at most `limit` characters; a cut one ends with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def _pack(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)  # type: ignore[arg-type]
@@ -57,16 +71,22 @@ def _pack(message: object) -> any_pb2.Any:
 def to_rpc_status(error: ServiceError, domain: str) -> tuple[grpc.StatusCode, status_pb2.Status]:
     """Build the google.rpc.Status for `error`; `domain` is the service's full name."""
     code = status_code_for(error)
-    details = [
-        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata))
-    ]
+    metadata = dict(error.metadata)
+    if isinstance(error, InvalidRequest):
+        # The first violations only, with the total in ErrorInfo: the first few are
+        # what a caller fixes first, and all of them may not fit in a status.
+        metadata["field_violations"] = str(len(error.violations))
+        metadata["field_violations_omitted"] = str(max(len(error.violations) - MAX_FIELD_VIOLATIONS, 0))
+    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=metadata))]
     if isinstance(error, InvalidRequest):
         details.append(
             _pack(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                        for v in error.violations
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=_cut(v.field, MAX_FIELD_CHARS), description=_cut(v.description, MAX_DESCRIPTION_CHARS)
+                        )
+                        for v in error.violations[:MAX_FIELD_VIOLATIONS]
                     ]
                 )
             )
@@ -89,7 +109,7 @@ def to_rpc_status(error: ServiceError, domain: str) -> tuple[grpc.StatusCode, st
             )
         )
     status = status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=error.message, details=details
+        code=getattr(code_pb2, code.name), message=_cut(error.message, MAX_MESSAGE_CHARS), details=details
     )
     return code, status
 

@@ -30,7 +30,13 @@ def configure_logging(level: str = "info", json: bool = True, stream: TextIO | N
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            # format_exc_info here too: without it a stdlib logger's exc_info (asyncio's
+            # and grpc's errors) reached the renderer as a repr, the trace lost.
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         )
     )
