@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from metrics_scrape import scrape
 from genai_testing.procs import TINY_ENGINE, ServerProcess, start_server
 
-from genai_core.models import write_tiny_model
+from genai_testing.tiny_model import write_tiny_model
 
 # Short, so that a stalled reader outlives the stall watchdog within seconds: with the
 # old watchdog one zero-window stream made the process exit 1 after ~STALL_TIMEOUT_S.
