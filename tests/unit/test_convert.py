@@ -7,11 +7,12 @@ from genai.feed.v1 import feed_service_pb2 as feed_pb
 from genai.messaging.v1 import messaging_service_pb2 as msg_pb
 from genai.search.v1 import search_service_pb2 as search_pb
 
+from genai_core.engine.types import ItemScore, ScoreResult
 from genai_core.errors import FieldViolation, InvalidRequest
 from genai_core.validation import Violations
 from genai_services.feed import convert as feed_convert
 from genai_services.feed.domain import Member, Post, RankedPost, RankPostsInput
-from genai_services.feed.servicer import rank
+from genai_services.feed import prompts as feed_prompts
 from genai_services.messaging import convert as msg_convert
 from genai_services.messaging.domain import Tone, Turn
 from genai_services.search import convert as search_convert
@@ -69,7 +70,7 @@ def feed_request(n: int = 2, **member_kwargs) -> feed_pb.RankPostsRequest:
 
 def test_feed_valid_request_converts():
     request = feed_request(2, headline="  Data engineer  ")
-    data = feed_convert.from_pb(request)
+    data = feed_convert.rank_posts_from_pb(request)
     assert data == RankPostsInput(
         member=Member("m-1", "Data engineer", ("spark",), ("liked x",)),
         candidates=(
@@ -79,45 +80,61 @@ def test_feed_valid_request_converts():
     )
 
 
-def test_feed_twenty_candidates_accepted():
-    assert len(feed_convert.from_pb(feed_request(20)).candidates) == 20
+def test_feed_max_candidates_accepted():
+    assert len(feed_convert.rank_posts_from_pb(feed_request(feed_convert.MAX_CANDIDATES)).candidates) == 500
 
 
 def test_feed_missing_member():
     request = feed_request(1)
     request.ClearField("member")
-    bad = violations(feed_convert.from_pb, request)
+    bad = violations(feed_convert.rank_posts_from_pb, request)
     assert bad["member"] == "must be set"
 
 
 def test_feed_empty_headline():
-    bad = violations(feed_convert.from_pb, feed_request(1, headline="   "))
+    bad = violations(feed_convert.rank_posts_from_pb, feed_request(1, headline="   "))
     assert set(bad) == {"member.headline"}
     assert "empty" in bad["member.headline"]
 
 
 def test_feed_headline_too_long():
-    assert len(feed_convert.from_pb(feed_request(1, headline="h" * 300)).member.headline) == 300
-    bad = violations(feed_convert.from_pb, feed_request(1, headline="h" * 301))
+    assert len(feed_convert.rank_posts_from_pb(feed_request(1, headline="h" * 300)).member.headline) == 300
+    bad = violations(feed_convert.rank_posts_from_pb, feed_request(1, headline="h" * 301))
     assert set(bad) == {"member.headline"}
     assert "300" in bad["member.headline"]
 
 
 def test_feed_too_many_candidates():
-    bad = violations(feed_convert.from_pb, feed_request(21))
+    bad = violations(feed_convert.rank_posts_from_pb, feed_request(501))
     assert set(bad) == {"candidates"}
-    assert "21" in bad["candidates"]
+    assert "501" in bad["candidates"]
+
+
+@pytest.mark.parametrize("k", [0, 1, 10])
+def test_feed_explain_top_k_in_range(k):
+    request = feed_request(2)
+    request.explain_top_k = k
+    assert feed_convert.rank_posts_from_pb(request).explain_top_k == k
+
+
+@pytest.mark.parametrize("k", [-1, 11])
+def test_feed_explain_top_k_out_of_range(k):
+    request = feed_request(2)
+    request.explain_top_k = k
+    bad = violations(feed_convert.rank_posts_from_pb, request)
+    assert set(bad) == {"explain_top_k"}
+    assert "10" in bad["explain_top_k"]
 
 
 def test_feed_no_candidates():
-    bad = violations(feed_convert.from_pb, feed_request(0))
+    bad = violations(feed_convert.rank_posts_from_pb, feed_request(0))
     assert set(bad) == {"candidates"}
 
 
 def test_feed_duplicate_post_id_named_at_second():
     request = feed_request(3)
     request.candidates[1].post_id = "p0"
-    bad = violations(feed_convert.from_pb, request)
+    bad = violations(feed_convert.rank_posts_from_pb, request)
     assert set(bad) == {"candidates[1].post_id"}
     assert "duplicate" in bad["candidates[1].post_id"]
 
@@ -125,18 +142,18 @@ def test_feed_duplicate_post_id_named_at_second():
 def test_feed_empty_candidate_text():
     request = feed_request(2)
     request.candidates[0].text = ""
-    bad = violations(feed_convert.from_pb, request)
+    bad = violations(feed_convert.rank_posts_from_pb, request)
     assert set(bad) == {"candidates[0].text"}
 
 
 def test_feed_too_many_interests():
-    bad = violations(feed_convert.from_pb, feed_request(1, interests=["i"] * 21))
+    bad = violations(feed_convert.rank_posts_from_pb, feed_request(1, interests=["i"] * 21))
     assert set(bad) == {"member.interests"}
-    assert feed_convert.from_pb(feed_request(1, interests=["i"] * 20)).member.interests == ("i",) * 20
+    assert feed_convert.rank_posts_from_pb(feed_request(1, interests=["i"] * 20)).member.interests == ("i",) * 20
 
 
 def test_feed_empty_interest_is_named_by_index():
-    bad = violations(feed_convert.from_pb, feed_request(1, interests=["ok", " "]))
+    bad = violations(feed_convert.rank_posts_from_pb, feed_request(1, interests=["ok", " "]))
     assert set(bad) == {"member.interests[1]"}
 
 
@@ -145,7 +162,7 @@ def test_feed_every_bad_field_reported_at_once():
     request.candidates[0].text = ""
     request.candidates[2].post_id = "p1"
     request.candidates[1].topics.append("t" * 61)
-    bad = violations(feed_convert.from_pb, request)
+    bad = violations(feed_convert.rank_posts_from_pb, request)
     assert set(bad) == {
         "member.headline",
         "member.interests",
@@ -155,15 +172,15 @@ def test_feed_every_bad_field_reported_at_once():
     }
 
 
-def test_feed_to_pb():
-    out = feed_convert.to_pb([RankedPost("p1", 0.75, "Matches spark.")])
+def test_feed_rank_posts_to_pb():
+    out = feed_convert.rank_posts_to_pb([RankedPost("p1", 0.75, "Matches spark.")])
     assert len(out) == 1
     assert out[0].post_id == "p1"
     assert out[0].relevance_score == pytest.approx(0.75)
     assert out[0].reason == "Matches spark."
 
 
-# --- feed servicer's rank ------------------------------------------------------
+# --- feed: rank by label probability (feed/prompts.py) ---------------------------
 
 
 def rank_input(n: int) -> RankPostsInput:
@@ -173,31 +190,31 @@ def rank_input(n: int) -> RankPostsInput:
     )
 
 
-def test_rank_orders_by_score_with_ties_in_request_order():
-    parsed = {
-        "P1": {"score": 50, "reason": "a"},
-        "P2": {"score": 90, "reason": "b"},
-        "P3": {"score": 50, "reason": "c"},
-        "P4": {"score": 0, "reason": "d"},
-        "P5": {"score": 50, "reason": "e"},
-        "P6": {"score": 100, "reason": "f"},
-    }
-    ranked = rank(rank_input(6), parsed)
+def scores(p_yes: list[float]) -> ScoreResult:
+    items = tuple(ItemScore((p, 1.0 - p), 10) for p in p_yes)
+    return ScoreResult(items, (1, 2), prompt_token_count=10 * len(items), output_token_count=len(items))
+
+
+def test_rank_orders_by_p_yes_with_ties_in_request_order():
+    ranked = feed_prompts.rank(rank_input(6), scores([0.5, 0.9, 0.5, 0.0, 0.5, 1.0]))
     assert [r.post_id for r in ranked] == ["p5", "p1", "p0", "p2", "p4", "p3"]
     assert [r.relevance_score for r in ranked] == [1.0, 0.9, 0.5, 0.5, 0.5, 0.0]
-    assert all(0.0 <= r.relevance_score <= 1.0 for r in ranked)
+    assert all(r.reason == "" for r in ranked)
 
 
 def test_rank_all_tied_keeps_request_order():
-    parsed = {f"P{i + 1}": {"score": 42, "reason": "same"} for i in range(10)}
-    ranked = rank(rank_input(10), parsed)
+    ranked = feed_prompts.rank(rank_input(10), scores([0.42] * 10))
     assert [r.post_id for r in ranked] == [f"p{i}" for i in range(10)]
     assert {r.relevance_score for r in ranked} == {0.42}
 
 
-def test_rank_normalises_reason_whitespace():
-    ranked = rank(rank_input(1), {"P1": {"score": 10, "reason": "  Matches\n spark   jobs "}})
-    assert ranked[0].reason == "Matches spark jobs"
+def test_rank_needs_one_score_per_candidate():
+    with pytest.raises(ValueError):
+        feed_prompts.rank(rank_input(3), scores([0.1, 0.2]))
+
+
+def test_reason_whitespace_is_normalised():
+    assert feed_prompts.parse_reason({"reason": "  Matches\n spark   jobs "}) == "Matches spark jobs"
 
 
 # --- messaging: suggest --------------------------------------------------------
