@@ -298,6 +298,14 @@ def markdown(results: dict[str, Any]) -> str:
             f"{f(r['items_per_s'], 1)} | {f(r['call_p50_s'])} | {f(r['call_p99_s'])} | {f(r['s_per_candidate'], 4)} | "
             f"{f(r['cached_prompt_share'], 2)} |"
         )
+    failed = [r for r in results["runs"] if r["errors"]]
+    if failed:
+        lines += ["", "Failed calls (first error of each point):", ""]
+        lines += [
+            f"- {r['target']}, prefix cache {'on' if r['prefix_caching'] else 'off'}, "
+            f"{r['candidates_per_call']} per call: {r['errors'][0]}"
+            for r in failed
+        ]
     return "\n".join(lines) + "\n"
 
 
