@@ -254,7 +254,10 @@ async def _run_engine(args: argparse.Namespace, model_path: str, engine_section:
                     requests, one = prepared, raw
                 else:
                     one = rankposts if target == "rankposts" else listwise
-                # One untimed call first: the fixed instructions enter the cache (when on).
+                # Every target gets the same requests: forget what the previous point
+                # cached (its members' profiles), then one untimed call puts the fixed
+                # instructions and examples in the cache (when on), as in steady serving.
+                await _reset_prefix_cache(engine._llm)
                 await _timed(RankRun(target, prefix, size), requests[:1], 1, one)
                 run = RankRun(target, prefix, size)
                 await _timed(run, requests[1:], args.rank_concurrency, one)
@@ -265,6 +268,16 @@ async def _run_engine(args: argparse.Namespace, model_path: str, engine_section:
         await server.server.stop(0)
         await engine.shutdown()
     return runs
+
+
+async def _reset_prefix_cache(llm: Any) -> None:
+    import inspect
+
+    reset = getattr(llm, "reset_prefix_cache", None)
+    if reset is not None:
+        result = reset()
+        if inspect.isawaitable(result):
+            await result
 
 
 _raw_counter = 0
