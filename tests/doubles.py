@@ -11,14 +11,22 @@ from genai_core.config import AdmissionConfig
 from genai_core.engine.admission import Admission, Ticket
 from genai_core.engine.base import Engine
 from genai_core.engine.call import CallContext
-from genai_core.engine.types import EngineStats, GenerationChunk, GenerationRequest
+from genai_core.engine.types import (
+    EngineStats,
+    GenerationChunk,
+    GenerationRequest,
+    ItemScore,
+    ScoreRequest,
+    ScoreResult,
+)
 
 
 class FakeEngine(Engine):
     """Streams `respond(request)` word by word; records requests and aborts.
 
     A prompt's tokens are its words. Admission and the prompt-length check are the
-    base class's, as for the real engine.
+    base class's, as for the real engine. Scores each item of a ScoreRequest with
+    `score_item(item)` as the first label's probability (default 0.5), after `delay_s`.
     """
 
     def __init__(
@@ -27,11 +35,15 @@ class FakeEngine(Engine):
         delay_s: float = 0.0,
         admission: AdmissionConfig | None = None,
         max_model_len: int = 8192,
+        score_item: Callable[[str], float] = lambda item: 0.5,
     ) -> None:
         super().__init__("fake-model", max_model_len, admission)
         self.respond = respond
         self.delay_s = delay_s
+        self.score_item = score_item
         self.requests: list[GenerationRequest] = []
+        self.score_requests: list[ScoreRequest] = []
+        self.scores_aborted: list[str] = []
         self.calls: list[CallContext] = []
         self.closed_early: list[str] = []
         self.started = False
@@ -61,6 +73,38 @@ class FakeEngine(Engine):
         finally:
             if not finished:
                 self.closed_early.append(call.request_id)
+
+    async def _score(self, request: ScoreRequest, call: CallContext) -> ScoreResult:
+        self.score_requests.append(request)
+        self.calls.append(call)
+        shared = sum(len(m.content.split()) for m in request.messages)
+        # Admitted by real cost, every item, as the vLLM engine does.
+        tickets = self.admission.admit_many([shared + len(i.split()) for i in request.items], call.deadline)
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+        except asyncio.CancelledError:
+            self.scores_aborted.append(call.request_id)
+            raise
+        finally:
+            for ticket in tickets:
+                ticket.release()
+        items = []
+        for item in request.items:
+            p = self.score_item(item)
+            rest = (1.0 - p) / max(1, len(request.labels) - 1)
+            tokens = shared + len(item.split())
+            items.append(ItemScore((p, *[rest] * (len(request.labels) - 1)), tokens, shared))
+            call.stats.prompt_tokens += tokens
+            call.stats.cached_prompt_tokens += shared
+            call.stats.output_tokens += 1
+        return ScoreResult(
+            items=tuple(items),
+            label_token_ids=tuple(range(len(request.labels))),
+            prompt_token_count=sum(i.prompt_token_count for i in items),
+            output_token_count=len(items),
+            cached_prompt_token_count=shared * len(items),
+        )
 
     def stats(self) -> EngineStats:
         return EngineStats()

@@ -113,6 +113,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--workload",
+        choices=["mixed", "ranking"],
+        default="mixed",
+        help="mixed: the four features' requests (default); ranking: RankPosts at 10-500 "
+        "candidates per call against raw vLLM scoring and the old listwise design",
+    )
+    p.add_argument(
         "--warmup", type=int, default=4, help="unrecorded requests after each start (default 4)"
     )
     p.add_argument(
@@ -136,6 +143,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="rewrite the markdown and plots of an earlier run's JSON (into --out, named --name) and exit",
     )
+    from genai_bench import ranking
+
+    ranking.add_arguments(p)
 
 
 def _engine_section(args: argparse.Namespace) -> dict[str, Any]:
@@ -226,6 +236,12 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         return 2
     # vLLM writes its cache under ~/.cache otherwise; spawned engines inherit this.
     os.environ.setdefault("VLLM_CACHE_ROOT", tempfile.mkdtemp(prefix="genai-bench-vllm-"))
+    if args.workload == "ranking":
+        from genai_bench import ranking
+
+        model_path, label = _model(args)
+        command = "genai bench " + shlex.join(argv if argv is not None else sys.argv[2:])
+        return ranking.run(args, model_path, label, engine, command)
     if set(targets) == {"grpc"} and args.address and args.model == "default":
         model_path, label = "", args.model_label or f"the model served at {args.address}"
     else:

@@ -23,7 +23,7 @@ from genai.search.v1 import search_service_pb2 as search_pb
 from genai_core.engine.types import GenerationRequest
 
 from genai_services.feed import convert as feed_convert
-from genai_services.feed import prompts as feed_prompts
+from genai_bench import ranking
 from genai_services.messaging import convert as messaging_convert
 from genai_services.messaging import prompts as messaging_prompts
 from genai_services.search import convert as search_convert
@@ -378,7 +378,10 @@ def generation_request(feature: str, request: Any) -> GenerationRequest:
         InvalidRequest: the proto would be refused by the service.
     """
     if feature == "feed":
-        return feed_prompts.build_rank_posts_request(feed_convert.rank_posts_from_pb(request))
+        # RankPosts now scores by label probability (see bench/ranking.py for that
+        # workload); the mixed workload's raw/openai/hf targets keep the old listwise
+        # generation as feed's representative generation load.
+        return ranking.build_listwise_request(feed_convert.rank_posts_from_pb(request))
     if feature == "suggest":
         return messaging_prompts.build_suggest_replies_request(messaging_convert.suggest_replies_from_pb(request))
     if feature == "rewrite":

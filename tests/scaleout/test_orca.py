@@ -108,6 +108,20 @@ def test_rps_over_sliding_window() -> None:
     assert decode(reporter()).rps_fractional == pytest.approx(1 / 10, rel=0.1)
 
 
+def test_a_scoring_call_counts_as_its_items() -> None:
+    clock = FakeClock()
+    stats = FakeStats()
+    reporter = OrcaLoadReporter(stats, max_num_seqs=4, window_s=10, clock=clock)
+    clock.now += 60
+    reporter()  # a RankPosts call arrives: 1 so far
+    stats.value = EngineStats(score_calls=1, scored_items=100)  # ... and scored 100 candidates
+    clock.now += 1
+    reporter()  # the next call: 1 + the 99 items beyond the first call's one
+    stats.value = EngineStats(score_calls=1, scored_items=100)
+    reporter()  # nothing new was scored: 1
+    assert reporter.requests_per_second() == pytest.approx(102 / 10, rel=0.1)
+
+
 def test_rps_of_a_young_process_uses_its_age() -> None:
     clock = FakeClock()
     reporter = OrcaLoadReporter(FakeStats(), max_num_seqs=4, window_s=10, clock=clock)

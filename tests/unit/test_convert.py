@@ -7,10 +7,12 @@ from genai.feed.v1 import feed_service_pb2 as feed_pb
 from genai.messaging.v1 import messaging_service_pb2 as msg_pb
 from genai.search.v1 import search_service_pb2 as search_pb
 
+from genai_core.engine.types import ItemScore, ScoreResult
 from genai_core.errors import FieldViolation, InvalidRequest
 from genai_core.validation import Violations
 from genai_services.feed import convert as feed_convert
 from genai_services.feed.domain import Member, Post, RankedPost, RankPostsInput
+from genai_services.feed import prompts as feed_prompts
 from genai_services.messaging import convert as msg_convert
 from genai_services.messaging.domain import Tone, Turn
 from genai_services.search import convert as search_convert
@@ -95,8 +97,8 @@ def test_feed_valid_request_converts():
     )
 
 
-def test_feed_twenty_candidates_accepted():
-    assert len(feed_convert.rank_posts_from_pb(feed_request(20)).candidates) == 20
+def test_feed_max_candidates_accepted():
+    assert len(feed_convert.rank_posts_from_pb(feed_request(feed_convert.MAX_CANDIDATES)).candidates) == 500
 
 
 def test_feed_missing_member():
@@ -120,9 +122,25 @@ def test_feed_headline_too_long():
 
 
 def test_feed_too_many_candidates():
-    bad = violations(feed_convert.rank_posts_from_pb, feed_request(21))
+    bad = violations(feed_convert.rank_posts_from_pb, feed_request(501))
     assert set(bad) == {"candidates"}
-    assert "21" in bad["candidates"]
+    assert "501" in bad["candidates"]
+
+
+@pytest.mark.parametrize("k", [0, 1, 10])
+def test_feed_explain_top_k_in_range(k):
+    request = feed_request(2)
+    request.explain_top_k = k
+    assert feed_convert.rank_posts_from_pb(request).explain_top_k == k
+
+
+@pytest.mark.parametrize("k", [-1, 11])
+def test_feed_explain_top_k_out_of_range(k):
+    request = feed_request(2)
+    request.explain_top_k = k
+    bad = violations(feed_convert.rank_posts_from_pb, request)
+    assert set(bad) == {"explain_top_k"}
+    assert "10" in bad["explain_top_k"]
 
 
 def test_feed_no_candidates():
@@ -171,12 +189,49 @@ def test_feed_every_bad_field_reported_at_once():
     }
 
 
-def test_feed_to_pb():
-    out = feed_convert.rank_posts_to_pb([RankedPost("p1", 0.75, "Matches spark.")]).ranked_posts
+def test_feed_rank_posts_to_pb():
+    out = feed_convert.rank_posts_to_pb([RankedPost("p1", 0.75, "Matches spark.")])
     assert len(out) == 1
     assert out[0].post_id == "p1"
     assert out[0].relevance_score == pytest.approx(0.75)
     assert out[0].reason == "Matches spark."
+
+
+# --- feed: rank by label probability (feed/prompts.py) ---------------------------
+
+
+def rank_input(n: int) -> RankPostsInput:
+    return RankPostsInput(
+        member=Member("m", "h", (), ()),
+        candidates=tuple(Post(f"p{i}", "a", "t", ()) for i in range(n)),
+    )
+
+
+def scores(p_yes: list[float]) -> ScoreResult:
+    items = tuple(ItemScore((p, 1.0 - p), 10) for p in p_yes)
+    return ScoreResult(items, (1, 2), prompt_token_count=10 * len(items), output_token_count=len(items))
+
+
+def test_rank_orders_by_p_yes_with_ties_in_request_order():
+    ranked = feed_prompts.rank(rank_input(6), scores([0.5, 0.9, 0.5, 0.0, 0.5, 1.0]))
+    assert [r.post_id for r in ranked] == ["p5", "p1", "p0", "p2", "p4", "p3"]
+    assert [r.relevance_score for r in ranked] == [1.0, 0.9, 0.5, 0.5, 0.5, 0.0]
+    assert all(r.reason == "" for r in ranked)
+
+
+def test_rank_all_tied_keeps_request_order():
+    ranked = feed_prompts.rank(rank_input(10), scores([0.42] * 10))
+    assert [r.post_id for r in ranked] == [f"p{i}" for i in range(10)]
+    assert {r.relevance_score for r in ranked} == {0.42}
+
+
+def test_rank_needs_one_score_per_candidate():
+    with pytest.raises(ValueError):
+        feed_prompts.rank(rank_input(3), scores([0.1, 0.2]))
+
+
+def test_reason_whitespace_is_normalised():
+    assert feed_prompts.parse_reason({"reason": "  Matches\n spark   jobs "}) == "Matches spark jobs"
 
 
 # --- messaging: suggest --------------------------------------------------------

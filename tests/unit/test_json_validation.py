@@ -7,7 +7,7 @@ import pytest
 
 from genai_core.engine.base import validate_json
 from genai_services.feed import prompts as feed_prompts
-from genai_services.feed.convert import MAX_CANDIDATES
+from genai_bench import ranking as listwise
 from genai_services.messaging import prompts as messaging_prompts
 from genai_services.search import prompts as search_prompts
 
@@ -37,7 +37,8 @@ def test_values_off_the_schema_are_rejected(value: object) -> None:
 # can build is checked here, at the edges of what their request validation admits.
 @pytest.mark.parametrize(
     "schema",
-    [feed_prompts.response_schema(n) for n in range(1, MAX_CANDIDATES + 1)]
+    [feed_prompts.REASON_SCHEMA]
+    + [listwise.response_schema(n) for n in range(1, listwise.LISTWISE_MAX_CANDIDATES + 1)]
     + [messaging_prompts.suggest_replies_schema(n) for n in range(1, 6)]
     + [search_prompts.response_schema(chars, n) for chars in (1, 2, 40, 255, 256) for n in (1, 3, 10)],
 )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 
 import grpc
 import pytest
@@ -43,8 +45,15 @@ def respond(request: GenerationRequest) -> str:
                 "expanded_queries": [f"expansion {i}" for i in range(n)],
             }
         )
-    labels = schema["required"]
-    return json.dumps({label: {"score": 10 * (i + 1), "reason": f"matches {label}"} for i, label in enumerate(labels)})
+    if "reason" in props:
+        post = re.search(r'<post [^>]*>([^<]*)</post>', request.messages[-1].content)
+        return json.dumps({"reason": f"matches  {post.group(1) if post else '?'}"})
+    raise AssertionError(f"unexpected schema {schema}")
+
+
+def score_item(item: str) -> float:
+    """The fake's P(Yes): posts are "post N" and score N/1000, so higher N ranks first."""
+    return int(re.search(r"post (\d+)", item).group(1)) / 1000
 
 
 def details(error: grpc.RpcError) -> dict[str, object]:
@@ -62,7 +71,7 @@ def details(error: grpc.RpcError) -> dict[str, object]:
 
 @pytest.fixture()
 def fake() -> FakeEngine:
-    return FakeEngine(respond)
+    return FakeEngine(respond, score_item=score_item)
 
 
 @pytest.fixture()
@@ -71,22 +80,84 @@ def channel(fake: FakeEngine):
         yield channel
 
 
-def rank_request(n: int = 3) -> feed_pb.RankPostsRequest:
+def rank_request(n: int = 3, explain_top_k: int = 0) -> feed_pb.RankPostsRequest:
     return feed_pb.RankPostsRequest(
         member=feed_pb.MemberProfile(member_id="m1", headline="Data engineer", interests=["spark"]),
         candidates=[
             feed_pb.CandidatePost(post_id=f"p{i}", author="Ann", text=f"post {i}") for i in range(n)
         ],
+        explain_top_k=explain_top_k,
     )
 
 
-def test_rank_posts_orders_all_candidates(channel: grpc.Channel) -> None:
+def test_rank_posts_orders_all_candidates(channel: grpc.Channel, fake: FakeEngine) -> None:
     response = feed_grpc.FeedServiceStub(channel).RankPosts(rank_request(3))
     assert [p.post_id for p in response.ranked_posts] == ["p2", "p1", "p0"]
-    assert [round(p.relevance_score, 2) for p in response.ranked_posts] == [0.3, 0.2, 0.1]
-    assert response.ranked_posts[0].reason == "matches P3"
+    assert [round(p.relevance_score, 3) for p in response.ranked_posts] == [0.002, 0.001, 0.0]
+    assert all(p.reason == "" for p in response.ranked_posts)
+    assert not fake.requests, "reasons were generated without explain_top_k"
+    assert len(fake.score_requests) == 1 and len(fake.score_requests[0].items) == 3
     assert response.usage.model == "fake-model"
-    assert response.usage.output_token_count > 0
+    assert response.usage.output_token_count == 3
+    assert 0 < response.usage.cached_prompt_token_count < response.usage.prompt_token_count
+
+
+def test_rank_posts_500_candidates_each_once_as_given(channel: grpc.Channel, fake: FakeEngine) -> None:
+    request = rank_request(500)
+    # Ids exactly as given, however odd (they are opaque to the service; validation
+    # trims surrounding whitespace, so none here).
+    for i, c in enumerate(request.candidates):
+        c.post_id = f"id/{i}:Ä #x"
+    response = feed_grpc.FeedServiceStub(channel).RankPosts(request)
+    ids = [p.post_id for p in response.ranked_posts]
+    assert sorted(ids) == sorted(c.post_id for c in request.candidates)
+    assert len(set(ids)) == 500
+    scores = [p.relevance_score for p in response.ranked_posts]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert scores == sorted(scores, reverse=True)
+    assert ids[0] == "id/499:Ä #x" and ids[-1] == "id/0:Ä #x"
+    assert len(fake.score_requests) == 1 and len(fake.score_requests[0].items) == 500
+
+
+def test_rank_posts_reasons_only_for_top_k(channel: grpc.Channel, fake: FakeEngine) -> None:
+    response = feed_grpc.FeedServiceStub(channel).RankPosts(rank_request(20, explain_top_k=3))
+    assert [p.post_id for p in response.ranked_posts[:3]] == ["p19", "p18", "p17"]
+    # Each reason is about its own post (whitespace normalised), the rest have none.
+    assert [p.reason for p in response.ranked_posts[:3]] == ["matches post 19", "matches post 18", "matches post 17"]
+    assert all(p.reason == "" for p in response.ranked_posts[3:])
+    assert len(fake.requests) == 3
+    reason_ids = sorted(c.request_id for c in fake.calls[1:])
+    assert len(set(reason_ids)) == 3, "reason generations share a request id"
+    # Usage covers the scoring and the three reasons.
+    assert response.usage.output_token_count > 20
+
+
+def test_rank_posts_explain_more_than_candidates(channel: grpc.Channel, fake: FakeEngine) -> None:
+    response = feed_grpc.FeedServiceStub(channel).RankPosts(rank_request(2, explain_top_k=10))
+    assert all(p.reason for p in response.ranked_posts)
+    assert len(fake.requests) == 2
+
+
+def test_rank_posts_bad_explain_top_k_and_too_many_candidates(channel: grpc.Channel, fake: FakeEngine) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        feed_grpc.FeedServiceStub(channel).RankPosts(rank_request(501, explain_top_k=11))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = [v.field for v in details(info.value)["BadRequest"].field_violations]
+    assert fields == ["candidates", "explain_top_k"]
+    assert not fake.score_requests
+
+
+def test_rank_posts_deadline_aborts_scoring(fake: FakeEngine) -> None:
+    fake.delay_s = 5.0
+    with in_process_server(fake) as (channel, _):
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            feed_grpc.FeedServiceStub(channel).RankPosts(rank_request(10), timeout=0.5)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        deadline = started + 10
+        while not fake.scores_aborted and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert fake.scores_aborted == [fake.calls[0].request_id]
 
 
 def test_rank_posts_echoes_post_ids_as_given(channel: grpc.Channel) -> None:
@@ -169,7 +240,7 @@ def test_unparsable_model_output_is_internal_with_reason(fake: FakeEngine) -> No
     fake.respond = lambda request: '{"truncated": '
     with in_process_server(fake) as (channel, _):
         with pytest.raises(grpc.RpcError) as info:
-            feed_grpc.FeedServiceStub(channel).RankPosts(rank_request(1))
+            feed_grpc.FeedServiceStub(channel).RankPosts(rank_request(1, explain_top_k=1))
     assert info.value.code() == grpc.StatusCode.INTERNAL
     assert details(info.value)["ErrorInfo"].reason == "MODEL_OUTPUT_INVALID"
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from genai.common.v1 import usage_pb2
 from genai.feed.v1 import feed_service_pb2 as pb
 
+from genai_core.engine.types import GenerationResult, ScoreResult
 from genai_core.validation import Violations
 from genai_services.feed.domain import Member, Post, RankedPost, RankPostsInput
 
-MAX_CANDIDATES = 20
+MAX_CANDIDATES = 500
+"""Most candidates one RankPosts call may carry (each is scored as one engine request)."""
+MAX_EXPLAIN_TOP_K = 10
+"""Most reasons one call may ask for (each is a short generation)."""
 
 
 def rank_posts_from_pb(request: pb.RankPostsRequest) -> RankPostsInput:
@@ -47,15 +52,25 @@ def rank_posts_from_pb(request: pb.RankPostsRequest) -> RankPostsInput:
                 topics=tuple(v.texts(f"{field}.topics", c.topics, max_items=10, max_chars=60)),
             )
         )
+    if not 0 <= request.explain_top_k <= MAX_EXPLAIN_TOP_K:
+        v.add("explain_top_k", f"must be between 0 and {MAX_EXPLAIN_TOP_K}, got {request.explain_top_k}")
     v.raise_if_any()
-    return RankPostsInput(member=member, candidates=tuple(posts))
+    return RankPostsInput(member=member, candidates=tuple(posts), explain_top_k=request.explain_top_k)
 
 
-def rank_posts_to_pb(ranked: Sequence[RankedPost]) -> pb.RankPostsResponse:
-    """The response without usage (the servicer adds it)."""
-    return pb.RankPostsResponse(
-        ranked_posts=[
-            pb.RankedPost(post_id=r.post_id, relevance_score=r.relevance_score, reason=r.reason)
-            for r in ranked
-        ]
+def rank_posts_to_pb(ranked: Sequence[RankedPost]) -> list[pb.RankedPost]:
+    return [
+        pb.RankedPost(post_id=r.post_id, relevance_score=r.relevance_score, reason=r.reason)
+        for r in ranked
+    ]
+
+
+def usage_to_pb(scores: ScoreResult, reasons: Sequence[GenerationResult], model: str) -> usage_pb2.Usage:
+    """The call's usage: every scored candidate plus every reason generated."""
+    parts = [scores, *reasons]
+    return usage_pb2.Usage(
+        prompt_token_count=sum(p.prompt_token_count for p in parts),
+        output_token_count=sum(p.output_token_count for p in parts),
+        cached_prompt_token_count=sum(p.cached_prompt_token_count for p in parts),
+        model=model,
     )

@@ -25,6 +25,8 @@ class Post:
 class RankPostsInput:
     member: Member
     candidates: tuple[Post, ...]
+    # Reasons are written for this many of the best-ranked posts only (0: none).
+    explain_top_k: int = 0
 
 
 @dataclass(frozen=True)

@@ -84,9 +84,26 @@ class Admission:
             Overloaded: the queue is full (requests or prompt tokens).
             DeadlineTooShort: the deadline passes before the queue would let it start.
         """
-        if self.waiting + 1 > self.max_waiting_requests:
+        return self.admit_many([prompt_tokens], deadline)[0]
+
+    def admit_many(self, prompt_tokens: list[int], deadline: float | None = None) -> list[Ticket]:
+        """Admit a call of several engine requests (e.g. a scoring call) all or none.
+
+        Each request is counted as one waiting request with its own prompt tokens, so
+        a call of 500 candidates weighs 500 requests, not one. A call bigger than the
+        limits is admitted into an empty queue only (otherwise it could never run).
+
+        Args:
+            prompt_tokens: each request's prompt length.
+            deadline: when the caller stops waiting, on `clock`'s time line.
+        Raises:
+            Overloaded: the queue is too full for all of them (requests or tokens).
+            DeadlineTooShort: the deadline passes before the queue would let them start.
+        """
+        count, tokens = len(prompt_tokens), sum(prompt_tokens)
+        if self.waiting and self.waiting + count > self.max_waiting_requests:
             raise Overloaded("waiting_requests", self.waiting, self.max_waiting_requests, self.retry_after_s())
-        if self.waiting and self.waiting_tokens + prompt_tokens > self.max_waiting_prompt_tokens:
+        if self.waiting and self.waiting_tokens + tokens > self.max_waiting_prompt_tokens:
             raise Overloaded(
                 "waiting_prompt_tokens", self.waiting_tokens, self.max_waiting_prompt_tokens, self.retry_after_s()
             )
@@ -94,9 +111,9 @@ class Admission:
             remaining, expected = deadline - self.clock(), self.expected_wait_s()
             if remaining <= expected or remaining <= 0:
                 raise DeadlineTooShort(max(remaining, 0.0), expected)
-        self.waiting += 1
-        self.waiting_tokens += prompt_tokens
-        return Ticket(self, prompt_tokens)
+        self.waiting += count
+        self.waiting_tokens += tokens
+        return [Ticket(self, n) for n in prompt_tokens]
 
     def _leave(self, ticket: Ticket, started: bool) -> None:
         ticket.waiting = False

@@ -15,7 +15,14 @@ import structlog
 from genai_core.config import AdmissionConfig
 from genai_core.engine.admission import Admission
 from genai_core.engine.call import CallContext
-from genai_core.engine.types import EngineStats, GenerationChunk, GenerationRequest, GenerationResult
+from genai_core.engine.types import (
+    EngineStats,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationResult,
+    ScoreRequest,
+    ScoreResult,
+)
 from genai_core.errors import ModelOutputInvalid, PromptTooLong
 from genai_core.observability import metrics
 from genai_core.text import scrub_json
@@ -39,7 +46,9 @@ class Engine(abc.ABC):
 
     Implementations provide `prompt_token_ids` and `_stream`; `stream`, `generate` and
     `generate_json` are built on them, so every engine (the vLLM one, test doubles)
-    checks prompt length, admits, behaves and is measured the same way.
+    checks prompt length, admits, behaves and is measured the same way. Engines that
+    can score provide `_score` (which checks lengths and admits the call's items through
+    `self.admission.admit_many`), measured by `score`.
 
     Args:
         model_name: the name reported to callers and in metrics.
@@ -120,6 +129,39 @@ class Engine(abc.ABC):
             metrics.PROMPT_TOKENS.labels(*labels).inc(call.stats.prompt_tokens)
             metrics.CACHED_PROMPT_TOKENS.labels(*labels).inc(call.stats.cached_prompt_tokens)
             metrics.OUTPUT_TOKENS.labels(*labels).inc(tokens)
+
+    async def _score(self, request: ScoreRequest, call: CallContext) -> ScoreResult:
+        """The engine's own scoring; see `score`. Adds each finished item's tokens to
+        `call.stats` as it goes, so an aborted call is measured too."""
+        raise NotImplementedError(f"{type(self).__name__} cannot score")
+
+    async def score(self, request: ScoreRequest, call: CallContext) -> ScoreResult:
+        """Score every item of `request` by the probability of each label.
+
+        All items go to the engine at once (one single-token request each, sharing the
+        prompt prefix); the call is admitted by its real cost (every item and its prompt
+        tokens). Cancelling the caller or passing `call.deadline` aborts every item
+        still in the engine.
+
+        Raises:
+            ValueError: the labels' first tokens are not distinct.
+            PromptTooLong: an item's prompt does not fit the model's context.
+            Overloaded / DeadlineTooShort: refused by admission control.
+            RequestTimedOut: `call.deadline` passed while scoring (all items aborted).
+            EngineNotReady / EngineDead: the engine cannot serve.
+        """
+        labels = (call.service, call.method)
+        before = (call.stats.prompt_tokens, call.stats.cached_prompt_tokens, call.stats.output_tokens)
+        try:
+            result = await self._score(request, call)
+            metrics.SCORED_ITEMS.labels(*labels).inc(len(result.items))
+            return result
+        finally:
+            # Scoring counts in the same per-method token counters as generation, so
+            # prefix-cache hits per method cover both.
+            metrics.PROMPT_TOKENS.labels(*labels).inc(call.stats.prompt_tokens - before[0])
+            metrics.CACHED_PROMPT_TOKENS.labels(*labels).inc(call.stats.cached_prompt_tokens - before[1])
+            metrics.OUTPUT_TOKENS.labels(*labels).inc(call.stats.output_tokens - before[2])
 
     @abc.abstractmethod
     def stats(self) -> EngineStats:

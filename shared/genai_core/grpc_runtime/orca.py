@@ -16,7 +16,11 @@ What is reported (one snapshot of `engine.stats()` per response):
   window (`window_s`, default 10 s; shorter while the process is younger than that).
   Each call of the provider is one request: the interceptor calls it once per RPC of
   our services (health checks and reflection are not counted). The current request
-  counts, so the value is always > 0 (Envoy ignores reports with rps <= 0).
+  counts, so the value is always > 0 (Envoy ignores reports with rps <= 0). A scoring
+  call (feed ranking) counts by its real cost, one request per scored item: its
+  items beyond the first are taken from the engine's `score_calls`/`scored_items`
+  counters at the next report (the report is taken before the call reaches the
+  engine).
 * `application_utilization`:
 
       batch = max(running / max_num_seqs, kv_cache_usage)     # 0..1: how full the batch is
@@ -95,12 +99,12 @@ class _RateWindow:
         while self._counts and self._counts[0][0] <= current - self.BUCKETS:
             self._counts.popleft()
 
-    def add(self, now: float) -> None:
+    def add(self, now: float, count: int = 1) -> None:
         index = self._index(now)
         if self._counts and self._counts[-1][0] >= index:
-            self._counts[-1][1] += 1
+            self._counts[-1][1] += count
         else:
-            self._counts.append([index, 1])
+            self._counts.append([index, count])
         self._expire(index)
 
     def rate(self, now: float) -> float:
@@ -137,11 +141,12 @@ class OrcaLoadReporter:
         self._clock = clock
         self._window = _RateWindow(window_s, clock())
         self._lock = threading.Lock()
+        self._scored_beyond_first = 0  # engine's scored_items - score_calls, last seen
 
-    def record_request(self) -> None:
-        """Count one request towards `rps_fractional`."""
+    def record_request(self, count: int = 1) -> None:
+        """Count `count` requests towards `rps_fractional`."""
         with self._lock:
-            self._window.add(self._clock())
+            self._window.add(self._clock(), count)
 
     def requests_per_second(self) -> float:
         with self._lock:
@@ -160,6 +165,11 @@ class OrcaLoadReporter:
         return report
 
     def __call__(self) -> list[tuple[str, str | bytes]]:
-        """Called by the interceptor once per RPC: count it, return the trailer."""
-        self.record_request()
+        """Called by the interceptor once per RPC: count it (and the items scored by
+        earlier scoring calls beyond their first), return the trailer."""
+        stats = self._engine.stats()
+        with self._lock:
+            beyond = stats.scored_items - stats.score_calls
+            extra, self._scored_beyond_first = max(0, beyond - self._scored_beyond_first), beyond
+        self.record_request(1 + extra)
         return [(ORCA_TRAILER_KEY, self.report().SerializeToString())]

@@ -61,6 +61,9 @@ SERVING = Gauge(
     "1 while this process reports SERVING on grpc.health.v1 (model loaded, not draining), else 0.",
 )
 CACHED_PROMPT_TOKENS = Counter("genai_cached_prompt_tokens", "Prompt tokens served from the prefix cache.", LABELS)
+SCORED_ITEMS = Counter(
+    "genai_scored_items", "Items scored by label probability (one engine request each).", LABELS
+)
 
 
 def start_metrics_server(host: str, port: int) -> int:
