@@ -56,6 +56,22 @@ BENCH_ADMISSION: dict[str, Any] = {
 serves the same requests (the other targets have no admission control)."""
 
 
+FRONTEND_CPU_KEY = "frontend_cpu_seconds"
+"""Snapshot key: CPU seconds of the process that runs the engine's front end (the spawned
+server's main process; for the in-process targets this benchmark process, load generator
+included). The engine core runs in a child process and is not counted."""
+
+
+def _with_cpu(snapshot: dict[str, float] | None, proc: LoggedProcess | None) -> dict[str, float] | None:
+    if proc is None:
+        return snapshot
+    try:
+        cpu = proc.cpu_seconds()
+    except OSError:
+        return snapshot
+    return {**(snapshot or {}), FRONTEND_CPU_KEY: cpu}
+
+
 def priority(item: WorkItem) -> int:
     """The vLLM priority our service gives this request's method (feed ranking yields)."""
     return REGISTRY.method_priorities().get(item.method.lstrip("/"), 0)
@@ -245,6 +261,9 @@ class RawTarget(Target):
         sample.end = time.perf_counter()
         return sample
 
+    async def snapshot(self) -> dict[str, float] | None:
+        return {FRONTEND_CPU_KEY: time.process_time()}
+
     async def stop(self) -> None:
         await self.shared.release()
 
@@ -432,7 +451,7 @@ class GrpcTarget(Target):
         return sample
 
     async def snapshot(self) -> dict[str, float] | None:
-        return await _scrape(self.metrics_url)
+        return _with_cpu(await _scrape(self.metrics_url), self.proc)
 
     async def stop(self) -> None:
         for channel in self._channels:
@@ -687,7 +706,7 @@ class OpenAITarget(Target):
         return sample
 
     async def snapshot(self) -> dict[str, float] | None:
-        return await _scrape(self.base_url + "/metrics" if self.base_url else None)
+        return _with_cpu(await _scrape(self.base_url + "/metrics" if self.base_url else None), self.proc)
 
     async def stop(self) -> None:
         if self.proc is not None:

@@ -82,6 +82,15 @@ class LoggedProcess:
                 return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS")
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the process itself so far (not of its children,
+        e.g. vLLM's engine core), from /proc/PID/stat.
+
+        Raises:
+            OSError: the process is gone (or this is not Linux).
+        """
+        return process_cpu_seconds(self.process.pid)
+
     def stop(self, timeout_s: float = 60) -> int:
         """SIGTERM, then SIGKILL to the whole session after `timeout_s`; the exit code."""
         if self.process.poll() is None:
@@ -96,6 +105,19 @@ class LoggedProcess:
     async def stop_async(self, timeout_s: float = 60) -> int:
         """`stop` without blocking the event loop."""
         return await asyncio.to_thread(self.stop, timeout_s)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of process `pid` (all its threads, none of its children), in seconds.
+
+    Raises:
+        OSError: no such process (or no /proc).
+    """
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) may hold spaces; the fields after it are positional.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 def spawn(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
