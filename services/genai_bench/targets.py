@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +229,8 @@ class RawTarget(Target):
     async def call(self, item: WorkItem) -> Sample:
         engine = self.shared.engine
         ids = self._ids.get(id(item)) or self.shared.engine.render_prompt(item.generation.messages)
-        params = sampling_params(item.generation)
+        # As our engine and vLLM's server: whole answers for unary calls, deltas for streams.
+        params = sampling_params(replace(item.generation, final_only=not item.streaming))
         sample = Sample(item.index, item.feature, time.perf_counter(), prompt_tokens=len(ids))
         visible = (
             _Visible(sample, item.max_length_chars)
