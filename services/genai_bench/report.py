@@ -301,6 +301,10 @@ def _ms(x: float | None) -> str:
     return "–" if x is None else f"{x * 1000:.0f}"
 
 
+def _load_label(load: dict[str, Any]) -> str:
+    return f"c={load['concurrency']}" if load["mode"] == "closed" else f"{load['rate']:g}/s open"
+
+
 def _us(x: float | None) -> str:
     return "–" if x is None else f"{x * 1e6:.0f}"
 
@@ -340,9 +344,7 @@ def markdown(results: dict[str, Any], name: str) -> str:
     ]
     for r in results["runs"]:
         load = r["load"]
-        load_s = (
-            f"c={load['concurrency']}" if load["mode"] == "closed" else f"{load['rate']:g}/s open"
-        )
+        load_s = _load_label(load)
         q = r.get("queue_s") or {}
         host = r.get("loadavg_1m_before_after") or []
         host_s = "→".join("?" if x is None else f"{x:.1f}" for x in host) if host else "–"
@@ -352,6 +354,12 @@ def markdown(results: dict[str, Any], name: str) -> str:
             f"{_ms(r['ttft_s']['p50'])} / {_ms(r['ttft_s']['p99'])} | {_ms(r['tpot_s']['p50'])} | "
             f"{_ms(r['itl_s']['p99'])} | {_ms(q.get('mean'))} | {_fmt(r.get('cached_prompt_fraction'))} | {_us(r.get('frontend_cpu_per_output_token_s'))} | {r['errors']} | {host_s} |"
         )
+    gc_runs = [r for r in results["runs"] if r.get("gc_pauses") is not None]
+    if gc_runs:
+        lines += ["", "Server GC collections during each run (over 20 ms): " + "; ".join(
+            f"{r['target']} {_load_label(r['load'])}: {r['gc_pauses']:.0f} ({r['gc_pauses_over_20ms']:.0f})"
+            for r in gc_runs
+        )]
     if results["ratios"]:
         lines += ["", "| ratio | value | target | met | how |", "|---|---:|---:|---|---|"]
         for x in results["ratios"]:
