@@ -22,7 +22,8 @@ from genai_core.engine.types import (
 
 
 class FakeEngine(Engine):
-    """Streams `respond(request)` word by word; records requests and aborts.
+    """Streams `respond(request)` word by word (all at once for `final_only` requests);
+    records requests and aborts.
 
     A prompt's tokens are its words. Admission and the prompt-length check are the
     base class's, as for the real engine. Scores each item of a ScoreRequest with
@@ -64,12 +65,19 @@ class FakeEngine(Engine):
         pieces = [w + " " for w in words[:-1]] + [words[-1]]
         prompt_tokens = len(prompt_ids)
         finished = False
+        began = time.monotonic()
+        first_token_s: float | None = None
         try:
             for i, piece in enumerate(pieces, 1):
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
+                first_token_s = time.monotonic() - began if first_token_s is None else first_token_s
                 finished = i == len(pieces)
-                yield GenerationChunk(piece, i, prompt_tokens, 0, "stop" if finished else None)
+                if not request.final_only:
+                    yield GenerationChunk(piece, i, prompt_tokens, 0, "stop" if finished else None)
+            if request.final_only:
+                # As vLLM's FINAL_ONLY: one chunk with the whole text, and when the first token came.
+                yield GenerationChunk(text, len(pieces), prompt_tokens, 0, "stop", first_token_s=first_token_s)
         finally:
             if not finished:
                 self.closed_early.append(call.request_id)

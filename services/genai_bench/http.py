@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -121,17 +122,28 @@ async def post_sse(url: str, payload: dict[str, Any]) -> AsyncIterator[dict[str,
 
 
 def parse_prometheus(text: str) -> dict[str, float]:
-    """Sum every sample of each metric name over its labels: {name: total}."""
+    """Sum every sample of each metric name over its labels: {name: total}.
+
+    Histogram buckets are also kept per bound, summed over the other labels, as
+    `name{le="BOUND"}` (e.g. how many GC pauses took at most 20 ms).
+    """
     out: dict[str, float] = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
+        bucket = None
         if "{" in line:
             name, rest = line[: line.index("{")], line[line.rindex("}") + 1 :].split()
+            le = re.search(r'le="([^"]*)"', line[line.index("{") : line.rindex("}")])
+            if name.endswith("_bucket") and le is not None:
+                bucket = f'{name}{{le="{le.group(1)}"}}'
         else:
             name, *rest = line.split()
         try:
-            out[name] = out.get(name, 0.0) + float(rest[0])
+            value = float(rest[0])
         except (ValueError, IndexError):
             continue
+        out[name] = out.get(name, 0.0) + value
+        if bucket is not None:
+            out[bucket] = out.get(bucket, 0.0) + value
     return out

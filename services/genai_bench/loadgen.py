@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from genai_bench.targets import Sample, Target
+from genai_bench.targets import FRONTEND_CPU_KEY, Sample, Target
 from genai_bench.workload import FEATURES, WorkItem
 
 
@@ -197,6 +197,15 @@ def summarize(run: RunResult) -> dict[str, Any]:
                 "p99": None,
                 "source": f"server {name} (mean over the run)",
             }
+    cpu = _delta(run.server_before, run.server_after, FRONTEND_CPU_KEY)
+    if cpu is not None:
+        summary["frontend_cpu_s"] = cpu
+        summary["frontend_cpu_per_output_token_s"] = cpu / out_tokens if out_tokens else None
+    pauses = _delta(run.server_before, run.server_after, "genai_gc_pause_seconds_count")
+    short = _delta(run.server_before, run.server_after, 'genai_gc_pause_seconds_bucket{le="0.02"}')
+    if pauses is not None and short is not None:
+        summary["gc_pauses"] = pauses
+        summary["gc_pauses_over_20ms"] = pauses - short
     hits = _delta(run.server_before, run.server_after, "vllm:prefix_cache_hits_total")
     queries = _delta(run.server_before, run.server_after, "vllm:prefix_cache_queries_total")
     if hits is not None and queries:

@@ -301,6 +301,14 @@ def _ms(x: float | None) -> str:
     return "–" if x is None else f"{x * 1000:.0f}"
 
 
+def _load_label(load: dict[str, Any]) -> str:
+    return f"c={load['concurrency']}" if load["mode"] == "closed" else f"{load['rate']:g}/s open"
+
+
+def _us(x: float | None) -> str:
+    return "–" if x is None else f"{x * 1e6:.0f}"
+
+
 def markdown(results: dict[str, Any], name: str) -> str:
     m = results["machine"]
     lines = [
@@ -331,14 +339,12 @@ def markdown(results: dict[str, Any], name: str) -> str:
         lines += ["", f"Failed to start: {', '.join(keys)}: `{error}`"]
     lines += [
         "",
-        "| target | load | n | req/s | out tok/s | e2e p50 / p90 / p99 (ms) | TTFT p50 / p99 (ms) | TPOT p50 (ms) | ITL p99 (ms) | queue mean (ms) | cached | errors | host load |",
-        "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---|",
+        "| target | load | n | req/s | out tok/s | e2e p50 / p90 / p99 (ms) | TTFT p50 / p99 (ms) | TPOT p50 (ms) | ITL p99 (ms) | queue mean (ms) | cached | front-end CPU/tok (µs) | errors | host load |",
+        "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results["runs"]:
         load = r["load"]
-        load_s = (
-            f"c={load['concurrency']}" if load["mode"] == "closed" else f"{load['rate']:g}/s open"
-        )
+        load_s = _load_label(load)
         q = r.get("queue_s") or {}
         host = r.get("loadavg_1m_before_after") or []
         host_s = "→".join("?" if x is None else f"{x:.1f}" for x in host) if host else "–"
@@ -346,8 +352,14 @@ def markdown(results: dict[str, Any], name: str) -> str:
             f"| {r['target']} | {load_s} | {r['requests']} | {_fmt(r.get('req_per_s'))} | {_fmt(r.get('output_tok_per_s'), 1)} | "
             f"{_ms(r['e2e_s']['p50'])} / {_ms(r['e2e_s']['p90'])} / {_ms(r['e2e_s']['p99'])} | "
             f"{_ms(r['ttft_s']['p50'])} / {_ms(r['ttft_s']['p99'])} | {_ms(r['tpot_s']['p50'])} | "
-            f"{_ms(r['itl_s']['p99'])} | {_ms(q.get('mean'))} | {_fmt(r.get('cached_prompt_fraction'))} | {r['errors']} | {host_s} |"
+            f"{_ms(r['itl_s']['p99'])} | {_ms(q.get('mean'))} | {_fmt(r.get('cached_prompt_fraction'))} | {_us(r.get('frontend_cpu_per_output_token_s'))} | {r['errors']} | {host_s} |"
         )
+    gc_runs = [r for r in results["runs"] if r.get("gc_pauses") is not None]
+    if gc_runs:
+        lines += ["", "Server GC collections during each run (over 20 ms): " + "; ".join(
+            f"{r['target']} {_load_label(r['load'])}: {r['gc_pauses']:.0f} ({r['gc_pauses_over_20ms']:.0f})"
+            for r in gc_runs
+        )]
     if results["ratios"]:
         lines += ["", "| ratio | value | target | met | how |", "|---|---:|---:|---|---|"]
         for x in results["ratios"]:

@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,22 @@ BENCH_ADMISSION: dict[str, Any] = {
 }
 """Our service's admission limits during benchmarks: never refuse, so every target
 serves the same requests (the other targets have no admission control)."""
+
+
+FRONTEND_CPU_KEY = "frontend_cpu_seconds"
+"""Snapshot key: CPU seconds of the process that runs the engine's front end (the spawned
+server's main process; for the in-process targets this benchmark process, load generator
+included). The engine core runs in a child process and is not counted."""
+
+
+def _with_cpu(snapshot: dict[str, float] | None, proc: LoggedProcess | None) -> dict[str, float] | None:
+    if proc is None:
+        return snapshot
+    try:
+        cpu = proc.cpu_seconds()
+    except OSError:
+        return snapshot
+    return {**(snapshot or {}), FRONTEND_CPU_KEY: cpu}
 
 
 def priority(item: WorkItem) -> int:
@@ -213,7 +229,8 @@ class RawTarget(Target):
     async def call(self, item: WorkItem) -> Sample:
         engine = self.shared.engine
         ids = self._ids.get(id(item)) or self.shared.engine.render_prompt(item.generation.messages)
-        params = sampling_params(item.generation)
+        # As our engine and vLLM's server: whole answers for unary calls, deltas for streams.
+        params = sampling_params(replace(item.generation, final_only=not item.streaming))
         sample = Sample(item.index, item.feature, time.perf_counter(), prompt_tokens=len(ids))
         visible = (
             _Visible(sample, item.max_length_chars)
@@ -244,6 +261,9 @@ class RawTarget(Target):
             sample.ok, sample.error = False, _error(e)
         sample.end = time.perf_counter()
         return sample
+
+    async def snapshot(self) -> dict[str, float] | None:
+        return {FRONTEND_CPU_KEY: time.process_time()}
 
     async def stop(self) -> None:
         await self.shared.release()
@@ -432,7 +452,7 @@ class GrpcTarget(Target):
         return sample
 
     async def snapshot(self) -> dict[str, float] | None:
-        return await _scrape(self.metrics_url)
+        return _with_cpu(await _scrape(self.metrics_url), self.proc)
 
     async def stop(self) -> None:
         for channel in self._channels:
@@ -687,7 +707,7 @@ class OpenAITarget(Target):
         return sample
 
     async def snapshot(self) -> dict[str, float] | None:
-        return await _scrape(self.base_url + "/metrics" if self.base_url else None)
+        return _with_cpu(await _scrape(self.base_url + "/metrics" if self.base_url else None), self.proc)
 
     async def stop(self) -> None:
         if self.proc is not None:

@@ -92,6 +92,15 @@ class LoggedProcess:
                 return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS")
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the process itself so far (not of its children,
+        e.g. vLLM's engine core), from /proc/PID/stat.
+
+        Raises:
+            OSError: the process is gone (or this is not Linux).
+        """
+        return process_cpu_seconds(self.process.pid)
+
     def stop(self, timeout_s: float = 60) -> int:
         """SIGTERM, then SIGKILL to the whole session after `timeout_s`; the exit code."""
         if self.process.poll() is None:
@@ -156,6 +165,19 @@ def engine_core_pid(server_pid: int) -> int:
         if "EngineCor" in names:
             return pid
     raise AssertionError("no vLLM EngineCore process found")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of process `pid` (all its threads, none of its children), in seconds.
+
+    Raises:
+        OSError: no such process (or no /proc).
+    """
+    fields = _stat_fields(str(pid))
+    if fields is None:
+        raise ProcessLookupError(pid)
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 def spawn(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

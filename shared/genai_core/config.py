@@ -82,9 +82,13 @@ class EngineConfig:
     # vLLM's CPU backend sizes its KV cache from VLLM_CPU_KVCACHE_SPACE, not from
     # gpu_memory_utilization; left unset it takes far more memory than a small pod has.
     cpu_kv_cache_space_gib: int = 4  # whole GiB: vLLM reads the variable as an integer
-    # With requests in flight and no output for this long, the engine counts as dead
-    # and the process exits so the orchestrator restarts it.
+    # With requests in flight and no engine step (an output or a scheduler report) for
+    # this long, the engine counts as dead and the process exits so the orchestrator
+    # restarts it.
     stall_timeout_s: float = 120.0
+    # Streamed chunks that come closer together than this are sent as one message
+    # (fewer gRPC messages per token under load); 0 sends every engine output.
+    stream_interval_ms: float = 0.0
     # "dummy": random weights from config.json alone (vLLM's dummy loader), so model
     # sizes that need several GPUs can be benchmarked without writing 140 GB of
     # checkpoints. For benchmarks and capacity tests only: the answers are noise.
@@ -106,6 +110,7 @@ class EngineConfig:
             ),
             _check(self.cpu_kv_cache_space_gib >= 1, "cpu_kv_cache_space_gib: must be >= 1"),
             _check(self.stall_timeout_s >= 1, "stall_timeout_s: must be >= 1"),
+            _check(0 <= self.stream_interval_ms <= 1000, "stream_interval_ms: must be 0..1000"),
         ]
         if self.max_num_batched_tokens is not None:
             out.append(

@@ -17,17 +17,13 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from adversarial_limits import GRACE_S, MAX_REQUEST_TIME_S, RSS_GROWTH_LIMIT, STALL_TIMEOUT_S
 from metrics_scrape import scrape
 from genai_testing.procs import TINY_ENGINE, ServerProcess, start_server
-
 from genai_testing.tiny_model import write_tiny_model
 
-# Short, so that a stalled reader outlives the stall watchdog within seconds: with the
-# old watchdog one zero-window stream made the process exit 1 after ~STALL_TIMEOUT_S.
-STALL_TIMEOUT_S = 6
-MAX_REQUEST_TIME_S = 10
-GRACE_S = 10
-RSS_GROWTH_LIMIT = 512 * 1024 * 1024
+# STALL_TIMEOUT_S is short, so that a stalled reader outlives the stall watchdog within
+# seconds: with the old watchdog one zero-window stream made the process exit 1 after it.
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import time
 
 import grpc
 import pytest
-from conftest import MAX_REQUEST_TIME_S, STALL_TIMEOUT_S
+from adversarial_limits import MAX_REQUEST_TIME_S, STALL_TIMEOUT_S
 from genai.feed.v1 import feed_service_pb2 as feed_pb
 from genai.feed.v1 import feed_service_pb2_grpc as feed_grpc
 from genai.messaging.v1 import messaging_service_pb2 as msg_pb

@@ -178,6 +178,9 @@ def test_bench_raw_grpc_and_hf_on_the_tiny_model(tmp_path: Path):
     assert [row[5] for row in by_target["hf"]["samples"]["rows"]] == [
         row[5] for row in by_target["raw"]["samples"]["rows"]
     ]
+    # The spawned server's own CPU time per output token (its engine core not counted).
+    assert by_target["grpc"]["frontend_cpu_per_output_token_s"] > 0
+    assert by_target["raw"]["frontend_cpu_per_output_token_s"] > 0
     assert {x["name"] for x in results["ratios"]} >= {
         "b_over_a_throughput",
         "b_over_d_throughput_at_p99",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import TINY_ENGINE
+from genai_testing.procs import TINY_ENGINE
 from genai.messaging.v1 import messaging_service_pb2 as msg_pb
 from genai.messaging.v1 import messaging_service_pb2_grpc as msg_grpc
 from genai.search.v1 import search_service_pb2 as search_pb

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import TINY_ENGINE
+from genai_testing.procs import TINY_ENGINE
 from genai.search.v1 import search_service_pb2 as search_pb
 from genai.search.v1 import search_service_pb2_grpc as search_grpc
 from grpc_health.v1 import health_pb2

@@ -85,3 +85,44 @@ def test_expired_deadline_rejected_even_on_an_empty_queue() -> None:
     with pytest.raises(DeadlineTooShort):
         admission.admit(1, deadline=clock.now - 0.01)
     assert admission.waiting == 0
+
+
+def test_scheduler_reports_start_tickets_the_engine_has_seen_oldest_first() -> None:
+    admission = Admission(max_waiting_requests=10, max_waiting_prompt_tokens=1000)
+    first, second, third = admission.admit(10), admission.admit(20), admission.admit(30)
+    # The first report may predate the engine seeing them: nothing starts yet.
+    admission.engine_waiting(0)
+    assert (admission.waiting, admission.waiting_tokens) == (3, 60)
+    late = admission.admit(40)
+    # One request still waits in the scheduler: the two oldest are running.
+    admission.engine_waiting(1)
+    assert not first.waiting and not second.waiting and third.waiting
+    assert (admission.waiting, admission.waiting_tokens) == (2, 70)
+    admission.engine_waiting(0)
+    assert not third.waiting and not late.waiting
+    assert (admission.waiting, admission.waiting_tokens) == (0, 0)
+    # Their first output after that changes nothing; release neither.
+    first.started()
+    late.release()
+    assert (admission.waiting, admission.waiting_tokens) == (0, 0)
+
+
+def test_scheduler_waiting_beyond_our_tickets_starts_none() -> None:
+    admission = Admission(max_waiting_requests=10, max_waiting_prompt_tokens=1000)
+    ticket = admission.admit(10)
+    admission.engine_waiting(5)
+    admission.engine_waiting(5)  # e.g. requests of another client of the same engine
+    assert ticket.waiting
+    ticket.started()  # its first output still starts it
+    assert admission.waiting == 0
+
+
+def test_a_ticket_started_by_its_output_leaves_the_schedulers_count_alone() -> None:
+    admission = Admission(max_waiting_requests=10, max_waiting_prompt_tokens=1000)
+    a, b = admission.admit(1), admission.admit(1)
+    b.started()
+    admission.engine_waiting(1)
+    admission.engine_waiting(1)
+    assert a.waiting and admission.waiting == 1
+    admission.engine_waiting(0)
+    assert not a.waiting and admission.waiting == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -64,3 +65,26 @@ def test_chat_prompt_text_renders_every_message_and_the_answer_prompt() -> None:
 
     messages = (ChatMessage("system", "Be brief."), ChatMessage("user", "Hi"))
     assert chat_prompt_text(Tokenizer(), messages) == "system:Be brief.|user:Hi|assistant:"
+
+
+def test_unary_generations_ask_for_the_final_output_only_and_streams_for_deltas() -> None:
+    from vllm.sampling_params import RequestOutputKind
+
+    from genai_core.engine.types import GenerationRequest
+    from genai_core.engine.vllm_engine import sampling_params
+
+    request = GenerationRequest(messages=(ChatMessage("user", "hi"),), max_output_tokens=8, json_schema={"type": "object"})
+    assert sampling_params(request).output_kind == RequestOutputKind.DELTA
+    final = sampling_params(dataclasses.replace(request, final_only=True))
+    assert final.output_kind == RequestOutputKind.FINAL_ONLY
+    assert final.max_tokens == 8 and final.structured_outputs is not None
+
+
+def test_first_token_latency_from_vllms_request_metrics() -> None:
+    from genai_core.engine.vllm_engine import first_token_s
+
+    assert first_token_s(SimpleNamespace(metrics=SimpleNamespace(first_token_latency=0.125))) == 0.125
+    # Not yet set (0.0), not reported, or no metrics at all: unknown, never 0.
+    assert first_token_s(SimpleNamespace(metrics=SimpleNamespace(first_token_latency=0.0))) is None
+    assert first_token_s(SimpleNamespace(metrics=SimpleNamespace())) is None
+    assert first_token_s(SimpleNamespace(metrics=None)) is None

@@ -28,7 +28,7 @@ from genai_core.engine.base import Engine
 from genai_core.errors import EngineDead
 from genai_core.grpc_runtime.interceptor import MethodSpec, ServiceInterceptor
 from genai_core.grpc_runtime.orca import OrcaLoadReporter
-from genai_core.observability import metrics
+from genai_core.observability import gc_pauses, metrics
 from genai_core.observability.metrics import register_engine_collectors, start_metrics_server
 from genai_core.observability.tracing import configure_tracing
 from genai_services.common import ServiceDefinition
@@ -199,6 +199,7 @@ async def _watch_engine(engine: Engine) -> None:
 
 async def serve(config: Config, engine: Engine) -> int:
     """Run until SIGTERM/SIGINT (exit code 0) or an engine failure (exit code 1)."""
+    gc_pauses.watch()
     if config.tracing.enabled:
         configure_tracing(config.tracing.service_name, config.tracing.otlp_endpoint, config.tracing.sample_ratio)
     if config.metrics.enabled:
@@ -225,6 +226,8 @@ async def serve(config: Config, engine: Engine) -> int:
         log.error("engine_start_failed", error=repr(starting.exception()))
         exit_code = 1
     elif starting.done():
+        # Start-up and warm-up are done: what lives now lives as long as the process.
+        gc_pauses.freeze_heap()
         await running.set_serving(True)
         log.info("serving", port=running.port)
         watching = asyncio.create_task(_watch_engine(engine))

@@ -1,15 +1,26 @@
 """Admission control: a bounded queue in front of the engine.
 
 vLLM queues without limit; past a point that only adds latency and memory. Requests
-admitted here but not yet producing tokens are "waiting"; their number and prompt
+admitted here but not yet running in the engine are "waiting"; their number and prompt
 tokens are capped. The drain rate (requests leaving the queue per second) estimates
 how long a newcomer would wait: it sets RetryInfo's delay and rejects calls whose
 deadline would pass before they start.
+
+When a request "starts": whichever comes first of
+- the engine's scheduler says so (`engine_waiting`, fed every engine step from vLLM's
+  scheduler stats): vLLM reports how many requests wait, not which, so of the tickets
+  the engine has surely seen, the oldest beyond that count leave the queue (admission
+  order; priorities can reorder the engine's queue, but only the count and the
+  tokens matter here);
+- its first output (`Ticket.started`).
+The first output alone is not enough: a request that asks only for its final output
+(unary calls) produces none until it has finished.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import time
 from collections.abc import Callable
 
@@ -28,10 +39,12 @@ class Ticket:
         self._admission = admission
         self.prompt_tokens = prompt_tokens
         self.admitted_at = admission.clock()
+        # How many scheduler reports had arrived when it was admitted.
+        self.report_index = admission._reports
         self.waiting = True
 
     def started(self) -> float:
-        """The first output arrived: leave the queue; returns the queue time in seconds."""
+        """It produced output: leave the queue (if still in it); returns seconds since admission."""
         if self.waiting:
             self._admission._leave(self, started=True)
         return self._admission.clock() - self.admitted_at
@@ -55,6 +68,10 @@ class Admission:
         self.waiting = 0
         self.waiting_tokens = 0
         self._starts: collections.deque[float] = collections.deque()
+        # Waiting tickets in admission order (dict: ordered, O(1) removal).
+        self._queue: dict[Ticket, None] = {}
+        # Tickets admitted before this many scheduler reports ago are known to the engine.
+        self._reports = 0
 
     def drain_rate(self) -> float | None:
         """Requests leaving the queue per second over the last window; None if unknown."""
@@ -113,10 +130,28 @@ class Admission:
                 raise DeadlineTooShort(max(remaining, 0.0), expected)
         self.waiting += count
         self.waiting_tokens += tokens
-        return [Ticket(self, n) for n in prompt_tokens]
+        tickets = [Ticket(self, n) for n in prompt_tokens]
+        for ticket in tickets:
+            self._queue[ticket] = None
+        return tickets
+
+    def engine_waiting(self, waiting: int) -> None:
+        """The engine's scheduler reports `waiting` requests not yet running.
+
+        Tickets admitted before the previous report have reached the scheduler (a
+        request admitted just before this report may still be on its way to it, so it
+        is neither counted nor started here). Of those, all but the newest `waiting`
+        have started. Called every engine step, on the event loop.
+        """
+        self._reports += 1
+        # Admission order is report order, so the known tickets are the queue's head.
+        known = list(itertools.takewhile(lambda t: t.report_index < self._reports - 1, self._queue))
+        for ticket in known[: max(0, len(known) - max(0, waiting))]:
+            self._leave(ticket, started=True)
 
     def _leave(self, ticket: Ticket, started: bool) -> None:
         ticket.waiting = False
+        self._queue.pop(ticket, None)
         self.waiting -= 1
         self.waiting_tokens -= ticket.prompt_tokens
         if started:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -41,6 +43,11 @@ def validate_json(value: Any, schema: dict[str, Any]) -> None:
     jsonschema.validators.validator_for(schema)(schema).validate(value)
 
 
+def _merged(first: GenerationChunk, then: GenerationChunk) -> GenerationChunk:
+    """Two consecutive chunks as one (counts are running totals: the later ones hold)."""
+    return dataclasses.replace(then, text_delta=first.text_delta + then.text_delta)
+
+
 class Engine(abc.ABC):
     """A text generator with continuous batching behind it, behind admission control.
 
@@ -54,13 +61,22 @@ class Engine(abc.ABC):
         model_name: the name reported to callers and in metrics.
         max_model_len: the context length; prompt plus output tokens must fit in it.
         admission: queue limits in front of the engine (defaults when None).
+        stream_interval_s: streamed chunks closer together than this are merged into
+            one (fewer messages for the transport to send); 0 passes every chunk on.
     """
 
-    def __init__(self, model_name: str, max_model_len: int, admission: AdmissionConfig | None = None) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        max_model_len: int,
+        admission: AdmissionConfig | None = None,
+        stream_interval_s: float = 0.0,
+    ) -> None:
         self.model_name = model_name
         self.max_model_len = max_model_len
         limits = admission or AdmissionConfig()
         self.admission = Admission(limits.max_waiting_requests, limits.max_waiting_prompt_tokens)
+        self.stream_interval_s = stream_interval_s
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -78,10 +94,18 @@ class Engine(abc.ABC):
     def _stream(
         self, request: GenerationRequest, prompt_ids: Sequence[int], call: CallContext
     ) -> AsyncIterator[GenerationChunk]:
-        """The engine's own generation of an admitted request; see `stream`."""
+        """The engine's own generation of an admitted request; see `stream`.
+
+        With `request.final_only`, one chunk at the end holding the whole text (and the
+        engine's `first_token_s` where it knows it); otherwise chunks as tokens come.
+        """
 
     async def stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
         """Yield the generation piece by piece; the last chunk has `finish_reason` set.
+
+        With `request.final_only` the engine sends the whole answer as one chunk. The
+        request leaves the admission queue when the engine's scheduler reports it
+        running (`Admission.engine_waiting`) or at its first chunk, whichever is first.
 
         Closing the iterator early or cancelling its consumer (the caller went away)
         aborts the request in the engine and frees its KV cache.
@@ -93,9 +117,13 @@ class Engine(abc.ABC):
             EngineNotReady / EngineDead: the engine cannot serve.
         """
         labels = (call.service, call.method)
+        # Resolved once: a labels() lookup per token is measurable on a busy loop.
+        ttft_metric, itl_metric = metrics.TTFT.labels(*labels), metrics.ITL.labels(*labels)
         started = last = time.monotonic()
+        sent = -math.inf
         tokens = 0
         ticket = None
+        held: GenerationChunk | None = None
         try:
             prompt_ids = self.prompt_token_ids(request)
             budget = self.max_model_len - request.max_output_tokens
@@ -109,19 +137,37 @@ class Engine(abc.ABC):
                     now = time.monotonic()
                     new = chunk.output_token_count - tokens
                     if new > 0:
-                        if tokens == 0:
+                        if request.final_only:
+                            # One chunk at the end: only the engine knows when the first
+                            # token came, and there are no gaps between chunks to measure.
+                            if chunk.first_token_s is not None:
+                                call.stats.ttft_s = chunk.first_token_s
+                                ttft_metric.observe(chunk.first_token_s)
+                            gaps = []
+                        elif tokens == 0:
                             call.stats.ttft_s = now - started
-                            metrics.TTFT.labels(*labels).observe(now - started)
+                            ttft_metric.observe(now - started)
                             # Tokens that came with the first: no time between them.
                             gaps = [0.0] * (new - 1)
                         else:
                             gaps = [(now - last) / new] * new
                         for gap in gaps:
-                            metrics.ITL.labels(*labels).observe(gap)
+                            itl_metric.observe(gap)
                         tokens, last = chunk.output_token_count, now
                     call.stats.prompt_tokens = chunk.prompt_token_count
                     call.stats.cached_prompt_tokens = chunk.cached_prompt_token_count
+                    if held is not None:
+                        chunk = _merged(held, chunk)
+                        held = None
+                    # Hold a chunk that follows the last one sent too closely; the next
+                    # chunk (at most one engine step later) or the last takes it along.
+                    if chunk.finish_reason is None and now - sent < self.stream_interval_s:
+                        held = chunk
+                        continue
+                    sent = now
                     yield chunk
+            if held is not None:
+                yield held
         finally:
             if ticket is not None:
                 ticket.release()
@@ -176,10 +222,14 @@ class Engine(abc.ABC):
         """Stop the engine and free its memory and processes; idempotent."""
 
     async def generate(self, request: GenerationRequest, call: CallContext) -> GenerationResult:
-        """Run a request to completion and return its whole text."""
+        """Run a request to completion and return its whole text.
+
+        The engine is asked for the final output only: no per-token outputs cross from
+        the engine to this process's event loop for a caller that waits for the whole.
+        """
         parts: list[str] = []
         last: GenerationChunk | None = None
-        async for chunk in self.stream(request, call):
+        async for chunk in self.stream(dataclasses.replace(request, final_only=True), call):
             parts.append(chunk.text_delta)
             last = chunk
         if last is None:

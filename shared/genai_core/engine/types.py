@@ -30,6 +30,9 @@ class GenerationRequest:
     # and validated against it before anyone sees it.
     json_schema: dict[str, Any] | None = None
     stop: tuple[str, ...] = ()
+    # Only the whole answer is wanted, not tokens as they come: the engine sends one
+    # chunk at the end (vLLM's FINAL_ONLY). `Engine.generate` sets it; services need not.
+    final_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class GenerationChunk:
     prompt_token_count: int
     cached_prompt_token_count: int = 0
     finish_reason: str | None = None
+    # The engine's own time from receiving the request to its first token, where it
+    # reports one; what TTFT is for a final-only generation (whose first chunk is its last).
+    first_token_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,21 @@ def queue_time_s(output: Any) -> float | None:
     return None
 
 
+def first_token_s(output: Any) -> float | None:
+    """Seconds from AsyncLLM receiving a request to its first token, from a RequestOutput.
+
+    Args:
+        output: a vLLM RequestOutput (any of a request's; the value is set once the
+            first token has come).
+
+    Returns:
+        vLLM's own `first_token_latency` (its front end's clock, as its TTFT metric), or
+        None where vLLM does not report it (e.g. with stats logging off).
+    """
+    latency = getattr(getattr(output, "metrics", None), "first_token_latency", 0.0)
+    return float(latency) if latency and latency > 0 else None
+
+
 def _on_cpu() -> bool:
     from vllm.platforms import current_platform
 
@@ -162,7 +177,12 @@ def engine_args(config: EngineConfig, model_path: str) -> Any:
 
 
 def sampling_params(request: GenerationRequest) -> Any:
-    """vLLM's SamplingParams for one of our requests (deltas out, JSON schema if any)."""
+    """vLLM's SamplingParams for one of our requests (JSON schema if any).
+
+    Final-only requests ask for FINAL_ONLY: AsyncLLM then hands our event loop one
+    output at the end instead of one per engine step, as vLLM's own server does for
+    non-streamed requests; streams ask for DELTA (only the new tokens each time).
+    """
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
@@ -172,7 +192,7 @@ def sampling_params(request: GenerationRequest) -> Any:
         top_p=request.top_p,
         seed=request.seed,
         stop=list(request.stop) or None,
-        output_kind=RequestOutputKind.DELTA,
+        output_kind=RequestOutputKind.FINAL_ONLY if request.final_only else RequestOutputKind.DELTA,
         structured_outputs=(
             StructuredOutputsParams(json=request.json_schema) if request.json_schema is not None else None
         ),
@@ -235,7 +255,9 @@ class VllmEngine(Engine):
         admission: AdmissionConfig | None = None,
         log_prompts: bool = False,
     ) -> None:
-        super().__init__(config.model_name, config.max_model_len, admission)
+        super().__init__(
+            config.model_name, config.max_model_len, admission, stream_interval_s=config.stream_interval_ms / 1000
+        )
         self.config = config
         self.model_path = model_path
         self.log_prompts = log_prompts
@@ -297,6 +319,12 @@ class VllmEngine(Engine):
             def record(self, scheduler_stats: Any, iteration_stats: Any, *args: Any, **kwargs: Any) -> None:
                 if scheduler_stats is None:
                     return
+                # One report per engine step: the engine is making progress, and its
+                # queue tells admission which requests have started (with FINAL_ONLY
+                # there is no output to tell until the end).
+                engine._last_progress = time.monotonic()
+                waiting = scheduler_stats.num_waiting_reqs + getattr(scheduler_stats, "num_skipped_waiting_reqs", 0)
+                engine.admission.engine_waiting(waiting)
                 prefix = getattr(scheduler_stats, "prefix_cache_stats", None)
                 if prefix is not None:
                     self.hits += getattr(prefix, "hits", 0)
@@ -308,8 +336,7 @@ class VllmEngine(Engine):
                 engine._stats = EngineStats(
                     # vLLM 0.32 counts requests held back by a full batch or a grammar
                     # still compiling as "skipped"; they wait all the same.
-                    waiting_requests=scheduler_stats.num_waiting_reqs
-                    + getattr(scheduler_stats, "num_skipped_waiting_reqs", 0),
+                    waiting_requests=waiting,
                     running_requests=scheduler_stats.num_running_reqs,
                     kv_cache_usage=float(scheduler_stats.kv_cache_usage),
                     prefix_cache_queries_tokens=self.queries,
@@ -386,6 +413,7 @@ class VllmEngine(Engine):
                         prompt_token_count=len(prompt_ids),
                         cached_prompt_token_count=out.num_cached_tokens or 0,
                         finish_reason=completion.finish_reason if out.finished else None,
+                        first_token_s=first_token_s(out) if request.final_only else None,
                     )
         except EngineDeadError as e:
             self._dead = e

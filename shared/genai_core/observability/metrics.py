@@ -64,6 +64,12 @@ CACHED_PROMPT_TOKENS = Counter("genai_cached_prompt_tokens", "Prompt tokens serv
 SCORED_ITEMS = Counter(
     "genai_scored_items", "Items scored by label probability (one engine request each).", LABELS
 )
+GC_PAUSE = Histogram(
+    "genai_gc_pause_seconds",
+    "Time the Python garbage collector stopped this process, per collection, by generation.",
+    ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1),
+)
 
 
 def start_metrics_server(host: str, port: int) -> int:
@@ -83,7 +89,7 @@ class EngineCollector(Collector):
         for name, doc, value in (
             ("genai_engine_waiting_requests", "Requests waiting in the engine's scheduler queue.", s.waiting_requests),
             ("genai_engine_running_requests", "Requests the engine is generating for.", s.running_requests),
-            ("genai_admission_waiting_requests", "Requests admitted by this process that have no output yet.",
+            ("genai_admission_waiting_requests", "Requests admitted by this process and not yet running in the engine.",
              self.admission_waiting()),
             ("genai_kv_cache_usage_ratio", "Fraction of KV-cache blocks in use (0-1).", s.kv_cache_usage),
             ("genai_prefix_cache_hit_ratio", "Prompt tokens found in the prefix cache / tokens looked up, since start.",
