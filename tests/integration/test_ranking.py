@@ -14,7 +14,7 @@ import pytest
 from genai.feed.v1 import feed_service_pb2 as feed_pb
 from genai.feed.v1 import feed_service_pb2_grpc as feed_grpc
 from metrics_scrape import scrape
-from procs import ServerProcess
+from genai_testing.procs import ServerProcess
 
 pytestmark = pytest.mark.engine
 
