@@ -5,7 +5,7 @@ GPUs, so a 70B-class shape needs no 140 GB of checkpoint files. Answers are nois
 does not depend on the weights' values.
 
 Usage: python docs/bench/dummy_model.py OUT SHAPE TOKENIZER_DIR
-  SHAPE: 8b (Llama-3-8B dimensions) or 70b (Llama-3-70B dimensions)
+  SHAPE: 1b (Llama-3.2-1B dimensions), 8b (Llama-3-8B) or 70b (Llama-3-70B)
   TOKENIZER_DIR: holds tokenizer.json and tokenizer_config.json (e.g. the default model's)
 """
 
@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 
 SHAPES = {
+    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8),
     "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=8),
     "70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
