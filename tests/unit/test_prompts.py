@@ -13,8 +13,6 @@ from genai_services.feed import prompts as feed_prompts
 from genai_services.feed.domain import Member, Post, RankPostsInput
 from genai_services.messaging import prompts as msg_prompts
 from genai_services.messaging.domain import RewriteDraftInput, SuggestRepliesInput, Tone, Turn
-from genai_services.search import prompts as search_prompts
-from genai_services.search.domain import Entity, EntityType, Intent, UnderstandQueryInput
 
 # --- prompting.quote --------------------------------------------------------
 
@@ -302,62 +300,6 @@ def test_rewrite_budget_grows_with_limit(limit):
     assert msg_prompts.build_rewrite_draft_request(RewriteDraftInput("d", Tone.CONCISE, limit)).max_output_tokens == tokens
 
 
-# --- search -----------------------------------------------------------------
-
-
-def test_search_system_message_is_identical_across_requests():
-    a = search_prompts.build_understand_query_request(UnderstandQueryInput("java jobs AAAA", "en-US", 3))
-    b = search_prompts.build_understand_query_request(UnderstandQueryInput("people at acme BBBB", "", 10))
-    assert_two_messages(a)
-    assert a.messages[0] == b.messages[0]
-    assert a.messages[0].content == search_prompts.SYSTEM
-
-
-def test_search_query_only_inside_query_tag():
-    request = search_prompts.build_understand_query_request(UnderstandQueryInput(f"java {MARK} jobs", "de-CH", 4))
-    user = request.messages[1].content
-    assert MARK not in request.messages[0].content
-    assert_only_inside_tags(user, ("query",), MARK)
-    assert "Locale: de-CH" in user
-    assert "Give 4 expanded queries." in user
-
-
-def test_search_no_locale_line_without_locale():
-    user = search_prompts.build_understand_query_request(UnderstandQueryInput("java", "", 3)).messages[1].content
-    assert "Locale" not in user
-
-
-@pytest.mark.parametrize("count", [1, 3, 10])
-def test_search_schema_expansions_exactly_count(count):
-    schema = search_prompts.response_schema(20, count)
-    expanded = schema["properties"]["expanded_queries"]
-    assert expanded["minItems"] == expanded["maxItems"] == count
-    good = {"intent": "jobs", "entities": [], "corrected_query": "", "expanded_queries": ["q"] * count}
-    jsonschema.validate(good, schema)
-    for wrong in (count - 1, count + 1):
-        with pytest.raises(jsonschema.ValidationError):
-            jsonschema.validate(dict(good, expanded_queries=["q"] * wrong), schema)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(dict(good, intent="dating"), schema)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(dict(good, entities=[{"type": "skill", "text": "x" * 21}]), schema)
-
-
-@pytest.mark.parametrize(("query_chars", "count"), [(1, 1), (20, 3), (256, 10)])
-def test_search_budget_covers_schema_maximum(query_chars, count):
-    budget = search_prompts.max_output_tokens(query_chars, count)
-    strings = (
-        search_prompts.MAX_ENTITIES * min(query_chars, search_prompts.ENTITY_MAX_CHARS)
-        + query_chars
-        + 16  # corrected_query maxLength is query_chars + 16
-        + count * search_prompts.EXPANSION_MAX_CHARS
-    )
-    assert strings < budget
-    request = search_prompts.build_understand_query_request(UnderstandQueryInput("q" * query_chars, "", count))
-    assert request.max_output_tokens == budget
-    assert request.json_schema == search_prompts.response_schema(query_chars, count)
-
-
 # --- feed: parse_rank_posts ------------------------------------------------------
 
 
@@ -393,93 +335,3 @@ def test_rank_all_tied_keeps_request_order():
 def test_rank_normalises_reason_whitespace():
     ranked = feed_prompts.parse_rank_posts(rank_input(1), {"P1": {"score": 10, "reason": "  Matches\n spark   jobs "}})
     assert ranked[0].reason == "Matches spark jobs"
-
-
-# --- search: parse_understand_query ---------------------------------------------
-
-
-def understand(query: str, entities=(), corrected: str = "", expansions=(), intent: str = "jobs"):
-    data = UnderstandQueryInput(query=query, locale="", expansion_count=max(len(expansions), 1))
-    parsed = {
-        "intent": intent,
-        "entities": [{"type": t, "text": text} for t, text in entities],
-        "corrected_query": corrected,
-        "expanded_queries": list(expansions),
-    }
-    return search_prompts.parse_understand_query(data, parsed)
-
-
-def test_understanding_maps_intent_and_entities():
-    u = understand("java jobs in berlin", [("skill", "java"), ("location", "Berlin")], intent="jobs")
-    assert u.intent is Intent.JOBS
-    assert u.entities == (
-        Entity(EntityType.SKILL, "java", 0, 4),
-        Entity(EntityType.LOCATION, "berlin", 13, 19),  # text as written in the query
-    )
-
-
-def test_understanding_drops_entities_not_in_query():
-    u = understand("java jobs", [("company", "Acme"), ("skill", "java"), ("skill", "   ")])
-    assert [e.text for e in u.entities] == ["java"]
-
-
-def test_understanding_spans_are_code_point_offsets():
-    query = "Ingénieur Zürich ML"
-    u = understand(query, [("location", "zürich"), ("job_title", "Ingénieur"), ("skill", "ML")])
-    assert [(e.type, e.start, e.end) for e in u.entities] == [
-        (EntityType.JOB_TITLE, 0, 9),
-        (EntityType.LOCATION, 10, 16),
-        (EntityType.SKILL, 17, 19),
-    ]
-    for e in u.entities:
-        assert query[e.start : e.end] == e.text
-    # Code points, not UTF-8 bytes (which would put Zürich at 11).
-    assert u.entities[1].start == query.index("Zürich")
-    assert len(query.encode()) != len(query)
-
-
-def test_bug_spans_with_case_mapping_that_changes_length():
-    """BUG (search/prompts.py, `_spans`): `_spans` searches in `query.lower()` and uses those
-    offsets on `query`; `"İ".lower()` is two code points, so every entity after an `İ`
-    gets shifted offsets and wrong text (here 'ngineer', end past the query)."""
-    query = "İstanbul engineer"
-    u = understand(query, [("job_title", "engineer")])
-    assert len(u.entities) == 1
-    e = u.entities[0]
-    assert query[e.start : e.end] == e.text
-    assert (e.text, e.start, e.end) == ("engineer", 9, 17)
-
-
-def test_understanding_overlapping_duplicates_dropped():
-    u = understand(
-        "java developer java",
-        [("skill", "java"), ("skill", "Java"), ("job_title", "java developer"), ("skill", "java")],
-    )
-    spans = [(e.start, e.end) for e in u.entities]
-    # First "java" at 0, the repeat moves to the second occurrence, the overlapping
-    # job title and the third "java" (no free occurrence left) are dropped.
-    assert spans == [(0, 4), (15, 19)]
-    for a, b in zip(u.entities, u.entities[1:]):
-        assert a.end <= b.start
-
-
-def test_understanding_entities_sorted_by_position():
-    u = understand("python jobs at acme in paris", [("location", "paris"), ("company", "acme"), ("skill", "python")])
-    assert [e.text for e in u.entities] == ["python", "acme", "paris"]
-
-
-@pytest.mark.parametrize("corrected", ["", "   ", "Java Jobs", "JAVA JOBS", " java  jobs "])
-def test_understanding_correction_equal_to_query_becomes_none(corrected):
-    assert understand("java jobs", corrected=corrected).corrected_query is None
-
-
-def test_understanding_real_correction_kept_and_normalised():
-    assert understand("jvaa jobs", corrected=" java   jobs ").corrected_query == "java jobs"
-
-
-def test_understanding_expansions_deduplicated():
-    u = understand(
-        "java jobs",
-        expansions=["Java Jobs", "java developer", "Java  Developer", "kotlin jobs", " ", "scala jobs"],
-    )
-    assert u.expanded_queries == ("java developer", "kotlin jobs", "scala jobs")
