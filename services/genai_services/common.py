@@ -45,9 +45,13 @@ async def generate_json_concurrently(
     logged and metered as a whole.
 
     Raises:
+        PromptTooLong: a request does not fit the context (raised before any runs).
         ModelOutputInvalid and every other error of `Engine.generate_json`: the first one
             raised; the other generations are cancelled (and so aborted in the engine).
     """
+    # All or nothing: a prompt that cannot fit fails the call before any generation runs.
+    for request in requests:
+        engine.check_prompt_fits(request)
     calls = [
         dataclasses.replace(call, request_id=f"{call.request_id}-{i}", stats=CallStats()) for i in range(len(requests))
     ]
