@@ -147,3 +147,18 @@ def congest(engine: Engine, wait_s: float) -> Held:
     offset[0] = 0.0
     engine.admission.admit(1).started()
     return Held([engine.admission.admit(1) for _ in range(math.ceil(wait_s))])
+
+
+def search_answer(request: GenerationRequest) -> str:
+    """A valid answer to any of UnderstandQuery's step requests (intent, entities,
+    correction, expansions), told apart by the shape of their schemas."""
+    import json
+
+    schema = request.json_schema or {}
+    if "enum" in schema:
+        return json.dumps(schema["enum"][0])
+    if schema.get("type") == "string":
+        return json.dumps("a b")
+    if schema.get("type") == "array":
+        return json.dumps(["a b"])
+    return json.dumps({k: "" for k in schema.get("properties", {})})

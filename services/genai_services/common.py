@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+import asyncio
+import dataclasses
 from typing import Any
 
 from genai.common.v1 import usage_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 
 from genai_core.engine.base import Engine
-from genai_core.engine.types import GenerationChunk, GenerationResult
+from genai_core.engine.call import CallContext, CallStats
+from genai_core.engine.types import GenerationChunk, GenerationRequest, GenerationResult
 
 
 def usage_to_pb(result: GenerationResult | GenerationChunk, model: str) -> usage_pb2.Usage:
@@ -20,6 +23,53 @@ def usage_to_pb(result: GenerationResult | GenerationChunk, model: str) -> usage
         cached_prompt_token_count=result.cached_prompt_token_count,
         model=model,
     )
+
+
+def total_usage_to_pb(results: Sequence[GenerationResult], model: str) -> usage_pb2.Usage:
+    """The usage of a call the service answered with several generations: their sum."""
+    return usage_pb2.Usage(
+        prompt_token_count=sum(r.prompt_token_count for r in results),
+        output_token_count=sum(r.output_token_count for r in results),
+        cached_prompt_token_count=sum(r.cached_prompt_token_count for r in results),
+        model=model,
+    )
+
+
+async def generate_json_concurrently(
+    engine: Engine, requests: Sequence[GenerationRequest], call: CallContext
+) -> list[GenerationResult]:
+    """Run several JSON generations of one call at once (they batch in the engine).
+
+    Each generation gets its own engine request id (`<call id>-<i>`: the engine rejects
+    duplicates) and its own stats; the call's stats then hold their sum, so the call is
+    logged and metered as a whole.
+
+    Raises:
+        PromptTooLong: a request does not fit the context (raised before any runs).
+        ModelOutputInvalid and every other error of `Engine.generate_json`: the first one
+            raised; the other generations are cancelled (and so aborted in the engine).
+    """
+    # All or nothing: a prompt that cannot fit fails the call before any generation runs.
+    for request in requests:
+        engine.check_prompt_fits(request)
+    calls = [
+        dataclasses.replace(call, request_id=f"{call.request_id}-{i}", stats=CallStats()) for i in range(len(requests))
+    ]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(engine.generate_json(r, c)) for r, c in zip(requests, calls)]
+    except BaseExceptionGroup as group_error:
+        raise group_error.exceptions[0] from None
+    finally:
+        stats = [c.stats for c in calls]
+        call.stats.prompt_tokens = sum(s.prompt_tokens for s in stats)
+        call.stats.output_tokens = sum(s.output_tokens for s in stats)
+        call.stats.cached_prompt_tokens = sum(s.cached_prompt_tokens for s in stats)
+        ttfts = [s.ttft_s for s in stats if s.ttft_s is not None]
+        queues = [s.queue_s for s in stats if s.queue_s is not None]
+        call.stats.ttft_s = min(ttfts) if ttfts else None
+        call.stats.queue_s = max(queues) if queues else None
+    return [t.result() for t in tasks]
 
 
 @dataclass(frozen=True)

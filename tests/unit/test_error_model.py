@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from doubles import FakeEngine, congest
+from doubles import FakeEngine, congest, search_answer
 from genai.feed.v1 import feed_service_pb2 as feed_pb
 from genai.search.v1 import search_service_pb2 as search_pb
 from genai.search.v1 import search_service_pb2_grpc as search_grpc
@@ -21,8 +21,6 @@ from genai_core.errors import (
     RequestTimedOut,
 )
 from genai_core.grpc_runtime.status import to_rpc_status
-
-JSON = '{"intent": "jobs", "entities": [], "corrected_query": "", "expanded_queries": ["a", "b", "c"]}'
 
 
 def unpack(status, cls):  # type: ignore[no-untyped-def]
@@ -62,7 +60,7 @@ def test_overloaded_carries_retry_delay_and_quota_failure() -> None:
 
 
 def respond(request: GenerationRequest) -> str:
-    return JSON
+    return search_answer(request)
 
 
 def test_malformed_bytes_are_invalid_argument_not_internal() -> None:
@@ -101,7 +99,11 @@ def test_priorities_and_deadlines_reach_the_engine() -> None:
         before = time.monotonic()
         stub.UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"), timeout=5)
         stub.UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"))
-    short, unbounded = fake.calls
+    # UnderstandQuery makes one engine request per step (4); every step gets the call's priority and deadline.
+    assert len(fake.calls) == 8
+    short, unbounded = fake.calls[0], fake.calls[-1]
+    assert {c.priority for c in fake.calls} == {3}
+    assert {c.deadline for c in fake.calls[:4]} == {short.deadline}
     assert short.priority == 3
     assert short.deadline is not None and before + 3 < short.deadline <= before + 5.5
     # No client deadline: the server's maximum request time applies.
@@ -172,11 +174,10 @@ def test_admitted_request_leaves_the_queue() -> None:
     fake = FakeEngine(respond)
     with in_process_server(fake) as (channel, _):
         search_grpc.SearchServiceStub(channel).UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"))
-    assert len(fake.requests) == 1
+    assert len(fake.requests) == 4  # one per UnderstandQuery step
     assert (fake.admission.waiting, fake.admission.waiting_tokens) == (0, 0)
-    assert fake.admission.drain_rate() is None  # one start so far: no rate yet
-    fake.admission.admit(1).started()
-    assert fake.admission.drain_rate() is not None  # so the call's start was counted
+    # The steps' starts were counted: several starts give a drain rate.
+    assert fake.admission.drain_rate() is not None
 
 
 def test_prompt_longer_than_the_context_is_invalid_argument() -> None:

@@ -10,6 +10,7 @@ from genai_services.feed import prompts as feed_prompts
 from genai_bench import ranking as listwise
 from genai_services.messaging import prompts as messaging_prompts
 from genai_services.search import prompts as search_prompts
+from genai_services.search.domain import UnderstandQueryInput
 
 
 def _schema(count: int) -> dict:
@@ -40,7 +41,12 @@ def test_values_off_the_schema_are_rejected(value: object) -> None:
     [feed_prompts.REASON_SCHEMA]
     + [listwise.response_schema(n) for n in range(1, listwise.LISTWISE_MAX_CANDIDATES + 1)]
     + [messaging_prompts.suggest_replies_schema(n) for n in range(1, 6)]
-    + [search_prompts.response_schema(chars, n) for chars in (1, 2, 40, 255, 256) for n in (1, 3, 10)],
+    + [
+        r.json_schema
+        for q in ("j", "java jobs", "q" * 256, " ".join(["ab"] * 85))
+        for n in (1, 3, 10)
+        for r in search_prompts.build_understand_query_requests(UnderstandQueryInput(q, "", n)).all()
+    ],
 )
 def test_service_schemas_are_valid_json_schemas(schema: dict) -> None:
     jsonschema.validators.validator_for(schema).check_schema(schema)

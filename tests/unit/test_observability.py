@@ -9,7 +9,7 @@ import json
 
 import grpc
 import pytest
-from doubles import FakeEngine
+from doubles import FakeEngine, search_answer
 from genai.messaging.v1 import messaging_service_pb2 as msg_pb
 from genai.messaging.v1 import messaging_service_pb2_grpc as msg_grpc
 from genai.search.v1 import search_service_pb2 as search_pb
@@ -56,8 +56,7 @@ def test_requests_counted_by_status_and_latency_observed() -> None:
     ok0 = value("genai_requests_total", **labels, code="OK")
     bad0 = value("genai_requests_total", **labels, code="INVALID_ARGUMENT")
     lat0 = value("genai_request_duration_seconds_count", **labels)
-    answer = json.dumps({"intent": "jobs", "entities": [], "corrected_query": "", "expanded_queries": ["a b", "c d", "e f"]})
-    with in_process_server(FakeEngine(lambda r: answer)) as (channel, _):
+    with in_process_server(FakeEngine(search_answer)) as (channel, _):
         stub = search_grpc.SearchServiceStub(channel)
         for _ in range(3):
             stub.UnderstandQuery(search_pb.UnderstandQueryRequest(query="data jobs"))
@@ -168,9 +167,8 @@ def test_traces_join_the_callers_trace() -> None:
     exporter = InMemorySpanExporter()
     tracing.configure_tracing("test", None, 1.0, exporter=exporter)
     caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
-    answer = json.dumps({"intent": "jobs", "entities": [], "corrected_query": "", "expanded_queries": ["a b", "c d", "e f"]})
     try:
-        with in_process_server(FakeEngine(lambda r: answer)) as (channel, _):
+        with in_process_server(FakeEngine(search_answer)) as (channel, _):
             search_grpc.SearchServiceStub(channel).UnderstandQuery(
                 search_pb.UnderstandQueryRequest(query="sre"),
                 metadata=(("traceparent", f"00-{caller_trace}-00f067aa0ba902b7-01"),),

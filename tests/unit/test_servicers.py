@@ -31,20 +31,19 @@ def respond(request: GenerationRequest) -> str:
     schema = request.json_schema
     if schema is None:
         return REWRITE
+    # The four steps of UnderstandQuery: intent, entities, correction, expansions.
+    if "enum" in schema:
+        return json.dumps("jobs")
+    if schema.get("type") == "string":
+        return json.dumps("python jobs Berlin")
+    if schema.get("type") == "array":
+        return json.dumps([f"python expansion {i}" for i in range(schema["maxItems"])])
     props = schema["properties"]
+    if "location" in props:
+        return json.dumps({k: "Berlin" if k == "location" else "" for k in props})
     if "replies" in props:
         n = props["replies"]["minItems"]
         return json.dumps({"replies": [f"Reply number {i}" for i in range(n)]})
-    if "intent" in props:
-        n = props["expanded_queries"]["minItems"]
-        return json.dumps(
-            {
-                "intent": "jobs",
-                "entities": [{"type": "skill", "text": "python"}, {"type": "location", "text": "Berlin"}],
-                "corrected_query": "python jobs Berlin",
-                "expanded_queries": [f"expansion {i}" for i in range(n)],
-            }
-        )
     if "reason" in props:
         post = re.search(r'<post [^>]*>([^<]*)</post>', request.messages[-1].content)
         return json.dumps({"reason": f"matches  {post.group(1) if post else '?'}"})
@@ -208,8 +207,20 @@ def test_understand_query_maps_spans_and_correction(channel: grpc.Channel) -> No
     assert [(e.type, e.text) for e in response.entities] == [(search_pb.ENTITY_TYPE_LOCATION, "Berlin")]
     berlin = response.entities[0]
     assert query[berlin.start_offset_chars : berlin.end_offset_chars] == "Berlin"
-    assert response.corrected_query == "python jobs Berlin"
-    assert list(response.expanded_queries) == ["expansion 0", "expansion 1"]
+    # Only the model's spelling fix is applied; the word it dropped ("in") stays.
+    assert response.corrected_query == "python jobs in Berlin"
+    assert list(response.expanded_queries) == ["python expansion 0", "python expansion 1"]
+
+
+def test_understand_query_steps_run_as_separate_engine_requests(channel: grpc.Channel, fake: FakeEngine) -> None:
+    response = search_grpc.SearchServiceStub(channel).UnderstandQuery(
+        search_pb.UnderstandQueryRequest(query="pyhton jobs in Berlin"), metadata=(("x-request-id", "req-9"),)
+    )
+    assert sorted(c.request_id for c in fake.calls) == ["req-9-0", "req-9-1", "req-9-2", "req-9-3"]
+    # Usage is the sum over the steps (the fake's prompt tokens are words, outputs are pieces).
+    prompt_words = sum(sum(len(m.content.split()) for m in r.messages) for r in fake.requests)
+    assert response.usage.prompt_token_count == prompt_words
+    assert response.usage.output_token_count >= 4
 
 
 def test_bad_request_names_every_field(channel: grpc.Channel, fake: FakeEngine) -> None:

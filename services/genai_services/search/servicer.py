@@ -8,7 +8,7 @@ from genai.search.v1 import search_service_pb2_grpc as pb_grpc
 
 from genai_core.engine.base import Engine
 from genai_core.grpc_runtime.interceptor import current_call
-from genai_services.common import ServiceDefinition, usage_to_pb
+from genai_services.common import ServiceDefinition, generate_json_concurrently, total_usage_to_pb
 from genai_services.search import convert, prompts
 
 
@@ -20,9 +20,12 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self, request: pb.UnderstandQueryRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnderstandQueryResponse:
         data = convert.understand_query_from_pb(request)
-        result = await self.engine.generate_json(prompts.build_understand_query_request(data), current_call())
-        response = convert.understand_query_to_pb(prompts.parse_understand_query(data, result.parsed))
-        response.usage.CopyFrom(usage_to_pb(result, self.engine.model_name))
+        # Four small independent steps, each with its own cached prefix of demonstrations.
+        requests = prompts.build_understand_query_requests(data).all()
+        results = await generate_json_concurrently(self.engine, requests, current_call())
+        understanding = prompts.parse_understand_query(data, *(r.parsed for r in results))
+        response = convert.understand_query_to_pb(understanding)
+        response.usage.CopyFrom(total_usage_to_pb(results, self.engine.model_name))
         return response
 
 

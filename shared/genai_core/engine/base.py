@@ -100,6 +100,18 @@ class Engine(abc.ABC):
         engine's `first_token_s` where it knows it); otherwise chunks as tokens come.
         """
 
+    def check_prompt_fits(self, request: GenerationRequest) -> Sequence[int]:
+        """The request's prompt token ids, once checked to fit the context with its output.
+
+        Raises:
+            PromptTooLong: the rendered prompt does not fit the model's context.
+        """
+        prompt_ids = self.prompt_token_ids(request)
+        budget = self.max_model_len - request.max_output_tokens
+        if len(prompt_ids) > budget:
+            raise PromptTooLong(len(prompt_ids), max(budget, 0))
+        return prompt_ids
+
     async def stream(self, request: GenerationRequest, call: CallContext) -> AsyncIterator[GenerationChunk]:
         """Yield the generation piece by piece; the last chunk has `finish_reason` set.
 
@@ -125,10 +137,7 @@ class Engine(abc.ABC):
         ticket = None
         held: GenerationChunk | None = None
         try:
-            prompt_ids = self.prompt_token_ids(request)
-            budget = self.max_model_len - request.max_output_tokens
-            if len(prompt_ids) > budget:
-                raise PromptTooLong(len(prompt_ids), max(budget, 0))
+            prompt_ids = self.check_prompt_fits(request)
             ticket = self.admission.admit(len(prompt_ids), call.deadline)
             async with contextlib.aclosing(self._stream(request, prompt_ids, call)) as chunks:
                 async for chunk in chunks:
