@@ -276,6 +276,8 @@ def test_suggest_request_is_plain_text_with_a_budget_per_reply(count):
     # No JSON: an answer cut at the budget loses a line, it cannot fail the call.
     assert request.json_schema is None
     assert "\n\n" in request.stop
+    # Greedy lists repeat their first item without a penalty on tokens already written.
+    assert request.presence_penalty > 0
     # Room for every asked reply at full length (about 4 characters per token).
     asked = msg_prompts.suggestions_asked(count)
     assert request.max_output_tokens >= asked * (msg_prompts.REPLY_MAX_CHARS // 4 + 4)
@@ -346,6 +348,7 @@ def test_rewrite_names_tone_text_and_length_limit(tone):
     assert_only_inside_tags(user, ("draft",), MARK)
     assert all(MARK not in m.content for m in request.messages[:-1])
     assert request.json_schema is None
+    assert request.presence_penalty == 0  # a rewrite repeats the draft's words on purpose
     # The prompt's markers end the answer should the model start to echo them.
     assert {"<draft", "</draft"} <= set(request.stop)
 

@@ -44,12 +44,21 @@ Answer with a numbered list, one reply per line."""
 
 # Ask for a spare or two: the service drops answers that fail its checks
 # (`usable_replies`) and returns the first `suggestion_count` that pass.
-SUGGEST_SPARES = 1
+SUGGEST_SPARES = 2
 SUGGEST_MAX_ASKED = 5
 # A reply is at most REPLY_MAX_CHARS characters (about 50 tokens) plus its number.
 SUGGEST_TOKENS_PER_REPLY = 56
+# Greedy decoding of a list tends to repeat its first item; a penalty on tokens already
+# written steers later replies to other words (duplicates are dropped anyway).
+SUGGEST_PRESENCE_PENALTY = 0.8
 
+# Each demonstration's replies differ in intent (accept, ask, decline or defer), and the
+# last one (which a small model follows most) answers a request, not a thank-you.
 _SUGGEST_DEMOS: tuple[tuple[tuple[Turn, ...], tuple[str, ...]], ...] = (
+    (
+        (Turn("Lena Vogel", "Congrats on your new role at Siemens!", False),),
+        ("Thank you so much, Lena!", "Thanks! Let's catch up over coffee soon."),
+    ),
     (
         (
             Turn(
@@ -67,21 +76,14 @@ _SUGGEST_DEMOS: tuple[tuple[tuple[Turn, ...], tuple[str, ...]], ...] = (
     ),
     (
         (
-            Turn("Me", "Are we still on for the workshop on Thursday?", True),
-            Turn("Tom Becker", "Yes! Could you bring the printed agendas?", False),
+            Turn("Me", "Are we still on for the release review?", True),
+            Turn("Sam Ortiz", "Yes. Could you also look at my pull request before Friday?", False),
         ),
         (
-            "Sure, I'll bring them. How many copies do you need?",
-            "Of course, see you on Thursday!",
-        ),
-    ),
-    (
-        (Turn("Lena Vogel", "Congrats on your new role at Siemens!", False),),
-        (
-            "Thank you so much, Lena!",
-            "Thanks! I'm really excited about it.",
-            "Thank you! Let's catch up soon.",
-            "Thanks, Lena! How have you been?",
+            "Sure, I'll review it today.",
+            "Which parts should I focus on?",
+            "Sorry, I'm out until Friday. Could someone else take it?",
+            "Yes, send me the link and I'll take a look.",
         ),
     ),
 )
@@ -127,6 +129,7 @@ def build_suggest_replies_request(data: SuggestRepliesInput) -> GenerationReques
         temperature=0.0,
         # A blank line or a tag ends the list: what follows is never a reply.
         stop=("\n\n", "<message", "</message", "Conversation:"),
+        presence_penalty=SUGGEST_PRESENCE_PENALTY,
     )
 
 
@@ -194,6 +197,14 @@ _REWRITE_DEMOS: tuple[tuple[str, Tone, int, str], ...] = (
         Tone.CONFIDENT,
         160,
         "I can help with the Berlin launch: I led a similar launch at Spotify.",
+    ),
+    # Last, as the one a small model follows most: a close edit in the draft's own
+    # language that keeps every fact.
+    (
+        "hallo, kannst du mir bis morgen den bericht für das meeting mit Bosch schicken?",
+        Tone.PROFESSIONAL,
+        150,
+        "Hallo, könnten Sie mir bitte bis morgen den Bericht für das Meeting mit Bosch schicken?",
     ),
 )
 

@@ -30,6 +30,9 @@ class GenerationRequest:
     # and validated against it before anyone sees it.
     json_schema: dict[str, Any] | None = None
     stop: tuple[str, ...] = ()
+    # Subtracted from the logit of every token already in the output (0 = off): keeps
+    # greedy decoding of a list from repeating one item (OpenAI's presence_penalty).
+    presence_penalty: float = 0.0
 
 
 @dataclass(frozen=True)
