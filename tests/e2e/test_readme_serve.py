@@ -96,7 +96,8 @@ def test_each_rpc_answers(readme_server: ServerProcess) -> None:
         "genai.messaging.v1.MessagingService/SuggestReplies",
         {"turns": [{"author": "Recruiter", "text": "Are you open to new roles in data engineering?"}], "suggestion_count": 2},
     )
-    assert len(replies["suggestions"]) == 2
+    # At most the count asked: the service drops unusable replies instead of padding (proto docs).
+    assert 1 <= len(replies["suggestions"]) <= 2
 
     rewrite = call(
         readme_server,

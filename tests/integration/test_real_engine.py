@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from genai_testing.procs import ServerProcess
 
+from genai_services.messaging.domain import Turn, usable_replies
 from genai_services.registry import REGISTRY
 
 pytestmark = pytest.mark.engine
@@ -73,8 +74,13 @@ def test_suggest_replies(channel: grpc.Channel) -> None:
         ),
         timeout=120,
     )
-    assert len(response.suggestions) == 3
-    assert all(0 < len(s) <= 200 for s in response.suggestions)
+    # Random weights: the service drops every line that fails its checks and returns
+    # fewer rather than junk (the proto's contract), so only an upper bound holds.
+    assert len(response.suggestions) <= 3
+    assert usable_replies(response.suggestions, [Turn("Recruiter", "Would you be open to a call on Tuesday?", False)]) == tuple(
+        response.suggestions
+    )
+    assert response.usage.output_token_count > 0
 
 
 def test_rewrite_unary_and_stream(channel: grpc.Channel) -> None:

@@ -8,7 +8,6 @@ import pytest
 from genai_core.engine.base import validate_json
 from genai_services.feed import prompts as feed_prompts
 from genai_bench import ranking as listwise
-from genai_services.messaging import prompts as messaging_prompts
 from genai_services.search import prompts as search_prompts
 from genai_services.search.domain import UnderstandQueryInput
 
@@ -40,7 +39,6 @@ def test_values_off_the_schema_are_rejected(value: object) -> None:
     "schema",
     [feed_prompts.REASON_SCHEMA]
     + [listwise.response_schema(n) for n in range(1, listwise.LISTWISE_MAX_CANDIDATES + 1)]
-    + [messaging_prompts.suggest_replies_schema(n) for n in range(1, 6)]
     + [
         r.json_schema
         for q in ("j", "java jobs", "q" * 256, " ".join(["ab"] * 85))

@@ -22,13 +22,18 @@ from servers import in_process_server
 
 from genai_core.engine.types import GenerationRequest
 from genai_core.errors import EngineNotReady
+from genai_services.messaging import prompts as msg_prompts
 from genai_services.registry import REGISTRY
 
+# A duplicate and an echo of the conversation among them: the service drops both.
+SUGGESTIONS = "1. Reply number 0.\n2. reply number 0\n3. Are you free on Monday?\n4. Reply number 1.\n5. Reply number 2."
 REWRITE = "Thank you for reaching out. I would be glad to talk next week about the role."
 
 
 def respond(request: GenerationRequest) -> str:
     schema = request.json_schema
+    if request.messages[0].content == msg_prompts.SUGGEST_SYSTEM:
+        return SUGGESTIONS
     if schema is None:
         return REWRITE
     # The four steps of UnderstandQuery: intent, entities, correction, expansions.
@@ -41,9 +46,6 @@ def respond(request: GenerationRequest) -> str:
     props = schema["properties"]
     if "location" in props:
         return json.dumps({k: "Berlin" if k == "location" else "" for k in props})
-    if "replies" in props:
-        n = props["replies"]["minItems"]
-        return json.dumps({"replies": [f"Reply number {i}" for i in range(n)]})
     if "reason" in props:
         post = re.search(r'<post [^>]*>([^<]*)</post>', request.messages[-1].content)
         return json.dumps({"reason": f"matches  {post.group(1) if post else '?'}"})
@@ -174,7 +176,17 @@ def test_suggest_replies_returns_requested_count(channel: grpc.Channel) -> None:
             turns=[msg_pb.ConversationTurn(author="Bo", text="Are you free on Monday?")], suggestion_count=2
         )
     )
-    assert list(response.suggestions) == ["Reply number 0", "Reply number 1"]
+    assert list(response.suggestions) == ["Reply number 0.", "Reply number 1."]
+
+
+def test_suggest_replies_returns_fewer_rather_than_junk(channel: grpc.Channel) -> None:
+    response = msg_grpc.MessagingServiceStub(channel).SuggestReplies(
+        msg_pb.SuggestRepliesRequest(
+            turns=[msg_pb.ConversationTurn(author="Bo", text="Are you free on Monday?")], suggestion_count=5
+        )
+    )
+    assert list(response.suggestions) == ["Reply number 0.", "Reply number 1.", "Reply number 2."]
+    assert response.usage.output_token_count > 0
 
 
 def test_stream_rewrite_concatenates_to_unary(channel: grpc.Channel, fake: FakeEngine) -> None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+# One source of truth for a suggestion's length (the proto documents it too).
+REPLY_MAX_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,69 @@ class Turn:
 class SuggestRepliesInput:
     turns: tuple[Turn, ...]
     suggestion_count: int
+
+
+_WORD = re.compile(r"\w+")
+_LETTERS = re.compile(r"[^\W\d_]{2}")
+# Tags, JSON and labels are the prompt's, never part of a reply a member would send.
+_DEBRIS = re.compile(r"[{}<>]|^\s*(reply|suggestion|answer|response|message)\s*\d*\s*:|from=", re.I)
+_QUOTES = "\"'\u201c\u201d\u2018\u2019"
+# A reply that stops on one of these words was cut mid-sentence.
+_DANGLING = frozenset(
+    "and or but the a an to of for with in on at my your our their is are was".split()
+)
+# A suggestion this close to a message of the conversation (0-1) repeats it.
+ECHO_SIMILARITY = 0.85
+
+
+def _norm(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def reply_is_usable(reply: str, turns: Iterable[Turn]) -> bool:
+    """Whether a suggested reply is one a member could send as it is.
+
+    A usable reply has words, fits REPLY_MAX_CHARS, carries no tags or JSON, ends as
+    a sentence or a phrase (not on a dangling "and"/"the"), is not one word repeated,
+    is not a bare author name and does not repeat a message of the conversation.
+
+    Args:
+        reply: the suggestion, whitespace already normalised.
+        turns: the conversation it answers.
+    """
+    words = _WORD.findall(reply)
+    if not words or not _LETTERS.search(reply) or len(reply) > REPLY_MAX_CHARS or _DEBRIS.search(reply):
+        return False
+    if reply[-1] in ",;:-" or (reply[-1].isalnum() and (len(words) < 2 or words[-1].lower() in _DANGLING)):
+        return False
+    if len(words) >= 12 and len({w.lower() for w in words}) < len(words) / 3:
+        return False
+    norm = _norm(reply)
+    for turn in turns:
+        if norm == _norm(turn.author):
+            return False
+        if difflib.SequenceMatcher(None, norm, _norm(turn.text), autojunk=False).ratio() >= ECHO_SIMILARITY:
+            return False
+    return True
+
+
+def usable_replies(candidates: Iterable[str], turns: Iterable[Turn]) -> tuple[str, ...]:
+    """The candidates that pass `reply_is_usable`, cleaned, without duplicates, in order.
+
+    Whitespace is normalised and quotes around a whole reply removed; two replies that
+    differ only in case and punctuation count as the same.
+    """
+    turns = tuple(turns)
+    kept: list[str] = []
+    seen: set[str] = set()
+    for candidate in candidates:
+        reply = " ".join(candidate.split())
+        if len(reply) >= 2 and reply[0] in _QUOTES and reply[-1] in _QUOTES:
+            reply = reply[1:-1].strip()
+        if reply and reply_is_usable(reply, turns) and _norm(reply) not in seen:
+            seen.add(_norm(reply))
+            kept.append(reply)
+    return tuple(kept)
 
 
 class Tone(enum.Enum):

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
+import structlog
 from genai.messaging.v1 import messaging_service_pb2 as pb
 from genai.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
 
@@ -16,6 +17,8 @@ from genai_services.common import ServiceDefinition, usage_to_pb
 from genai_services.messaging import convert, prompts
 from genai_services.messaging.domain import LengthLimiter
 
+log = structlog.get_logger(__name__)
+
 
 class MessagingServicer(pb_grpc.MessagingServiceServicer):
     def __init__(self, engine: Engine) -> None:
@@ -25,8 +28,12 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         self, request: pb.SuggestRepliesRequest, context: grpc.aio.ServicerContext
     ) -> pb.SuggestRepliesResponse:
         data = convert.suggest_replies_from_pb(request)
-        result = await self.engine.generate_json(prompts.build_suggest_replies_request(data), current_call())
-        response = convert.suggest_replies_to_pb(prompts.parse_suggest_replies(result.parsed))
+        result = await self.engine.generate(prompts.build_suggest_replies_request(data), current_call())
+        suggestions = prompts.parse_suggest_replies(result.text, result.finish_reason, data)
+        if len(suggestions) < data.suggestion_count:
+            # Fewer, never junk: the caller was told so in the proto; this shows how often.
+            log.info("suggestions_short", asked=data.suggestion_count, returned=len(suggestions))
+        response = convert.suggest_replies_to_pb(suggestions)
         response.usage.CopyFrom(usage_to_pb(result, self.engine.model_name))
         return response
 

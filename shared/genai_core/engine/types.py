@@ -33,6 +33,9 @@ class GenerationRequest:
     # Only the whole answer is wanted, not tokens as they come: the engine sends one
     # chunk at the end (vLLM's FINAL_ONLY). `Engine.generate` sets it; services need not.
     final_only: bool = False
+    # Subtracted from the logit of every token already in the output (0 = off): keeps
+    # greedy decoding of a list from repeating one item (OpenAI's presence_penalty).
+    presence_penalty: float = 0.0
 
 
 @dataclass(frozen=True)

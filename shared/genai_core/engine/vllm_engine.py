@@ -192,6 +192,7 @@ def sampling_params(request: GenerationRequest) -> Any:
         top_p=request.top_p,
         seed=request.seed,
         stop=list(request.stop) or None,
+        presence_penalty=request.presence_penalty,
         output_kind=RequestOutputKind.FINAL_ONLY if request.final_only else RequestOutputKind.DELTA,
         structured_outputs=(
             StructuredOutputsParams(json=request.json_schema) if request.json_schema is not None else None
