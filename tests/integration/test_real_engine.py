@@ -19,29 +19,16 @@ from genai.search.v1 import search_service_pb2 as search_pb
 from genai.search.v1 import search_service_pb2_grpc as search_grpc
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from feed_requests import rank_request
 from genai_testing.procs import ServerProcess
 
 from genai_services.messaging.domain import Turn, usable_replies
+from genai_services.feed.convert import MAX_CANDIDATES
 from genai_services.registry import REGISTRY
 
 pytestmark = pytest.mark.engine
 
 SERVICES = list(REGISTRY.full_names)
-
-
-def rank_request(n: int) -> feed_pb.RankPostsRequest:
-    return feed_pb.RankPostsRequest(
-        member=feed_pb.MemberProfile(
-            member_id="m-1",
-            headline="Senior data engineer at Acme",
-            interests=["spark", "kubernetes"],
-            recent_activity=["liked a post about Rust async"],
-        ),
-        candidates=[
-            feed_pb.CandidatePost(post_id=f"post-{i}", author=f"Author {i}", text=f"Lessons from migrating job {i}", topics=["data"])
-            for i in range(n)
-        ],
-    )
 
 
 def test_health_serving_overall_and_per_service(server: ServerProcess) -> None:
@@ -127,7 +114,7 @@ def test_concurrent_calls_all_succeed(channel: grpc.Channel) -> None:
 
 def test_invalid_request_on_real_server(channel: grpc.Channel) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        feed_grpc.FeedServiceStub(channel).RankPosts(rank_request(21), timeout=30)
+        feed_grpc.FeedServiceStub(channel).RankPosts(rank_request(MAX_CANDIDATES + 1), timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
