@@ -131,9 +131,12 @@ def test_cancelled_streams_free_the_engine(server: ServerProcess, channel: grpc.
     cancelled = 0
     for _ in range(5):
         streams = [stub.StreamRewriteDraft(request, timeout=60) for _ in range(20)]
-        for s in streams:
-            next(s)  # generating now
-        assert scrape(server.metrics_port)["vllm:num_requests_running"] > 0
+        # Generating now, by the engine's own count (a stream's first message may come only
+        # at its end: the length limiter holds text back until a word boundary).
+        running_by = time.monotonic() + 30
+        while scrape(server.metrics_port)["vllm:num_requests_running"] == 0:
+            assert time.monotonic() < running_by, "the streams never started generating"
+            time.sleep(0.05)
         for s in streams:
             s.cancel()
             cancelled += 1
