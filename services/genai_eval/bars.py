@@ -45,19 +45,20 @@ BARS: tuple[Threshold, ...] = (
 # The test split after tuning (docs/quality.md), minus about two cases (0.08 of a rate
 # over 22-27 cases; 2 of 6 misspelled queries; 0.05 of feed's NDCG@3), because batched CPU
 # decoding is not bitwise repeatable between runs. within_limit is the service's own
-# guarantee (its length limiter), so it gates at 1; false corrections gate at the bar.
+# guarantee (its length limiter), so it gates at 1; a gate never asks more than its bar
+# (false corrections, intent, expansions gate at the bar).
 GATES: tuple[Threshold, ...] = (
     _t("rewrite.scaffold_free", ">=", 0.95, "free of prompt scaffolding"),
     _t("rewrite.within_limit", ">=", 1.0, "within the length limit"),
     _t("rewrite.meaning_kept", ">=", 0.73, "meaning kept (key terms of the draft present)"),
     _t("replies.valid_sets", ">=", 0.64, "valid sets (count, distinct, complete, no echo)"),
-    _t("search.intent_accuracy", ">=", 0.77, "intent accuracy"),
+    _t("search.intent_accuracy", ">=", 0.70, "intent accuracy"),
     _t(
         "search.false_correction_rate", "<=", 0.10, "false corrections on correctly spelled queries"
     ),
     _t("search.correction_exact", ">=", 0.16, "misspelled queries corrected exactly"),
     _t("search.entity_recall", ">=", 0.15, "entity recall (type + span)"),
-    _t("search.valid_expansion_sets", ">=", 0.85, "valid expansion sets"),
+    _t("search.valid_expansion_sets", ">=", 0.80, "valid expansion sets"),
     _t("feed.ndcg_at_3", ">=", 0.45, "NDCG@3"),
     _t("all.error_calls", "<=", 0, "calls ending in an error status"),
 )

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 import asyncio
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from genai.common.v1 import usage_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 
 from genai_core.engine.base import Engine
 from genai_core.engine.call import CallContext, CallStats
 from genai_core.engine.types import GenerationChunk, GenerationRequest, GenerationResult
+from genai_core.errors import ModelOutputInvalid
+
+log = structlog.get_logger(__name__)
+
+REQUIRED: Any = object()
+"""A generation whose invalid output fails the whole call (see `generate_json_concurrently`)."""
 
 
 def usage_to_pb(result: GenerationResult | GenerationChunk, model: str) -> usage_pb2.Usage:
@@ -36,7 +43,10 @@ def total_usage_to_pb(results: Sequence[GenerationResult], model: str) -> usage_
 
 
 async def generate_json_concurrently(
-    engine: Engine, requests: Sequence[GenerationRequest], call: CallContext
+    engine: Engine,
+    requests: Sequence[GenerationRequest],
+    call: CallContext,
+    fallbacks: Sequence[Any] | None = None,
 ) -> list[GenerationResult]:
     """Run several JSON generations of one call at once (they batch in the engine).
 
@@ -44,10 +54,16 @@ async def generate_json_concurrently(
     duplicates) and its own stats; the call's stats then hold their sum, so the call is
     logged and metered as a whole.
 
+    Args:
+        fallbacks: per request, the parsed value to use when the model's output is not a
+            valid answer (`ModelOutputInvalid`, e.g. cut at the token limit): an optional
+            part of the answer is then left out instead of failing the call. `REQUIRED`
+            (every request, when None) fails the call.
     Raises:
         PromptTooLong: a request does not fit the context (raised before any runs).
-        ModelOutputInvalid and every other error of `Engine.generate_json`: the first one
-            raised; the other generations are cancelled (and so aborted in the engine).
+        ModelOutputInvalid (of a required generation) and every other error of
+            `Engine.generate_json`: the first one raised; the other generations are
+            cancelled (and so aborted in the engine).
     """
     # All or nothing: a prompt that cannot fit fails the call before any generation runs.
     for request in requests:
@@ -55,18 +71,39 @@ async def generate_json_concurrently(
     calls = [
         dataclasses.replace(call, request_id=f"{call.request_id}-{i}", stats=CallStats()) for i in range(len(requests))
     ]
+
+    async def one(request: GenerationRequest, sub: CallContext, fallback: Any) -> GenerationResult:
+        try:
+            return await engine.generate_json(request, sub)
+        except ModelOutputInvalid as e:
+            if fallback is REQUIRED:
+                raise
+            log.warning("optional_output_dropped", request_id=sub.request_id, error=e.message)
+            return GenerationResult(
+                text="",
+                finish_reason="invalid",
+                prompt_token_count=sub.stats.prompt_tokens,
+                output_token_count=sub.stats.output_tokens,
+                cached_prompt_token_count=sub.stats.cached_prompt_tokens,
+                parsed=fallback,
+            )
+
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(engine.generate_json(r, c)) for r, c in zip(requests, calls)]
+            tasks = [
+                group.create_task(one(r, c, f))
+                for r, c, f in zip(requests, calls, fallbacks or [REQUIRED] * len(requests), strict=True)
+            ]
     except BaseExceptionGroup as group_error:
         raise group_error.exceptions[0] from None
     finally:
+        # Added to what the call measured already (e.g. feed's scoring before its reasons).
         stats = [c.stats for c in calls]
-        call.stats.prompt_tokens = sum(s.prompt_tokens for s in stats)
-        call.stats.output_tokens = sum(s.output_tokens for s in stats)
-        call.stats.cached_prompt_tokens = sum(s.cached_prompt_tokens for s in stats)
-        ttfts = [s.ttft_s for s in stats if s.ttft_s is not None]
-        queues = [s.queue_s for s in stats if s.queue_s is not None]
+        call.stats.prompt_tokens += sum(s.prompt_tokens for s in stats)
+        call.stats.output_tokens += sum(s.output_tokens for s in stats)
+        call.stats.cached_prompt_tokens += sum(s.cached_prompt_tokens for s in stats)
+        ttfts = [s.ttft_s for s in (call.stats, *stats) if s.ttft_s is not None]
+        queues = [s.queue_s for s in (call.stats, *stats) if s.queue_s is not None]
         call.stats.ttft_s = min(ttfts) if ttfts else None
         call.stats.queue_s = max(queues) if queues else None
     return [t.result() for t in tasks]

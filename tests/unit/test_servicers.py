@@ -260,12 +260,28 @@ def test_unknown_enum_value_rejected(channel: grpc.Channel) -> None:
 
 
 def test_unparsable_model_output_is_internal_with_reason(fake: FakeEngine) -> None:
+    # Search's intent is a required part of its answer.
     fake.respond = lambda request: '{"truncated": '
     with in_process_server(fake) as (channel, _):
         with pytest.raises(grpc.RpcError) as info:
-            feed_grpc.FeedServiceStub(channel).RankPosts(rank_request(1, explain_top_k=1))
+            search_grpc.SearchServiceStub(channel).UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"))
     assert info.value.code() == grpc.StatusCode.INTERNAL
     assert details(info.value)["ErrorInfo"].reason == "MODEL_OUTPUT_INVALID"
+
+
+def test_unfinished_optional_parts_are_left_out_not_errors(fake: FakeEngine) -> None:
+    # A reason, a correction, entities or expansions the model could not finish (e.g. cut
+    # at the token limit) are left out; the rest of the answer stands.
+    fake.respond = lambda request: json.dumps("jobs") if "enum" in (request.json_schema or {}) else '{"cut": '
+    with in_process_server(fake) as (channel, _):
+        ranked = feed_grpc.FeedServiceStub(channel).RankPosts(rank_request(2, explain_top_k=1))
+        understood = search_grpc.SearchServiceStub(channel).UnderstandQuery(
+            search_pb.UnderstandQueryRequest(query="pyhton jobs", expansion_count=2)
+        )
+    assert [p.reason for p in ranked.ranked_posts] == ["", ""]
+    assert understood.intent == search_pb.QUERY_INTENT_JOBS
+    assert (list(understood.entities), understood.corrected_query, list(understood.expanded_queries)) == ([], "", [])
+    assert understood.usage.output_token_count > 0  # the dropped parts' tokens still count
 
 
 def test_engine_not_ready_is_unavailable(fake: FakeEngine) -> None:
