@@ -170,7 +170,9 @@ def test_burst_past_capacity(server: ServerProcess, channel: grpc.Channel) -> No
             rejected += 1
     grown = server.rss_bytes() - rss_before
     print(f"burst of 200: {ok} completed, {rejected} RESOURCE_EXHAUSTED, server RSS +{grown / 2**20:.0f} MiB")
-    assert rejected > 0 and ok >= 48, (ok, rejected)
+    # Admission counts a ranking call by its candidates (3 engine requests here): at least a
+    # full queue's worth of them (48) was served.
+    assert rejected > 0 and ok * len(request.candidates) >= 48, (ok, rejected)
     assert ok + rejected == 200
     # Memory stays bounded: the queue, not the burst, sets how much is held.
     assert server.rss_bytes() - rss_before < 300 * 2**20
