@@ -120,7 +120,8 @@ class Traffic:
 
 def replica_requests(server: ServerProcess) -> int:
     """The replica's own count of finished UnderstandQuery calls (any status)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5) as r:
+    # Generous: on 2 cores a replica with a deep queue answers its scrape slowly.
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=20) as r:
         body = r.read().decode()
     pattern = re.compile(r"^genai_requests_total\{([^}]*)\} ([0-9.e+]+)$", re.MULTILINE)
     return int(
