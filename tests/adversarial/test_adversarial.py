@@ -70,19 +70,21 @@ def test_reset_mid_stream_frees_the_engine(server: ServerProcess) -> None:
     client = RawH2Client(server.address)
     resets = 0
     try:
-        for _ in range(5):
+        # Reset at different points of the call: before the server has read the request,
+        # while it is queued or generating (the tiny model's streams end within a second,
+        # and the first message may come only at the end: the length limiter holds text
+        # back until a word boundary).
+        for wait_s in (0.0, 0.02, 0.05, 0.1, 0.2):
             stream = client.call(STREAM, msg_pb.StreamRewriteDraftRequest(**REWRITE).SerializeToString(), timeout_s=30)
             result = client.streams[stream]
-            # Long enough for the engine to be generating; the first message may come only
-            # at the end (the length limiter holds text back until a word boundary).
-            client.pump(0.3)
+            client.pump(wait_s)
             if not result.done:
                 client.reset(stream)
                 resets += 1
         client.pump(0.5)
     finally:
         client.close()
-    assert resets >= 3  # most streams were reset while the engine was still generating
+    assert resets >= 2  # at least the earliest resets came before the call could end
 
 
 @pytest.mark.parametrize(
