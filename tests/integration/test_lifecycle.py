@@ -20,6 +20,7 @@ from genai.search.v1 import search_service_pb2 as search_pb
 from genai.search.v1 import search_service_pb2_grpc as search_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from genai_testing.procs import ServerProcess, engine_core_pid, start_server
+from metrics_scrape import wait_generating
 
 pytestmark = pytest.mark.engine
 
@@ -101,7 +102,7 @@ def test_killed_engine_fails_calls_and_exits_nonzero(own_server: ServerProcess) 
     stream = stub.StreamRewriteDraft(
         msg_pb.StreamRewriteDraftRequest(draft="word " * 100, tone=msg_pb.TONE_CASUAL, max_length_chars=2000), timeout=60
     )
-    next(stream)
+    wait_generating(own_server.metrics_port)
     killed_at = time.monotonic()
     os.kill(engine_core_pid(own_server.process.pid), signal.SIGKILL)
     with pytest.raises(grpc.RpcError) as info:
@@ -127,8 +128,7 @@ def test_second_sigterm_aborts_remaining_calls(own_server: ServerProcess) -> Non
     stub = msg_grpc.MessagingServiceStub(channel)
     request = msg_pb.StreamRewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_CASUAL, max_length_chars=2000)
     streams = [stub.StreamRewriteDraft(request, timeout=120) for _ in range(16)]
-    for s in streams:
-        next(s)
+    wait_generating(own_server.metrics_port)
     own_server.process.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     signalled = time.monotonic()

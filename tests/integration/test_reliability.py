@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from metrics_scrape import scrape
+from metrics_scrape import scrape, wait_generating
 from genai_testing.procs import ServerProcess
 
 pytestmark = pytest.mark.engine
@@ -131,12 +131,7 @@ def test_cancelled_streams_free_the_engine(server: ServerProcess, channel: grpc.
     cancelled = 0
     for _ in range(5):
         streams = [stub.StreamRewriteDraft(request, timeout=60) for _ in range(20)]
-        # Generating now, by the engine's own count (a stream's first message may come only
-        # at its end: the length limiter holds text back until a word boundary).
-        running_by = time.monotonic() + 30
-        while scrape(server.metrics_port)["vllm:num_requests_running"] == 0:
-            assert time.monotonic() < running_by, "the streams never started generating"
-            time.sleep(0.05)
+        wait_generating(server.metrics_port)
         for s in streams:
             s.cancel()
             cancelled += 1
