@@ -143,12 +143,10 @@ def test_cancelled_streams_free_the_engine(server: ServerProcess, channel: grpc.
 
 def test_burst_past_capacity(server: ServerProcess, channel: grpc.Channel) -> None:
     rss_before = server.rss_bytes()
-    stub = feed_grpc.FeedServiceStub(channel)
-    request = feed_pb.RankPostsRequest(
-        member=feed_pb.MemberProfile(member_id="m", headline="Engineer"),
-        candidates=[feed_pb.CandidatePost(post_id=str(i), author="a", text="a post " * 20) for i in range(3)],
-    )
-    futures = [stub.RankPosts.future(request, timeout=300) for _ in range(200)]
+    # Long generations (feed ranking, prefill only, drains too fast to fill the queue).
+    stub = msg_grpc.MessagingServiceStub(channel)
+    request = msg_pb.RewriteDraftRequest(draft="word " * 100, tone=msg_pb.TONE_CASUAL, max_length_chars=2000)
+    futures = [stub.RewriteDraft.future(request, timeout=300) for _ in range(200)]
     ok = rejected = 0
     for f in futures:
         try:
@@ -165,9 +163,7 @@ def test_burst_past_capacity(server: ServerProcess, channel: grpc.Channel) -> No
             rejected += 1
     grown = server.rss_bytes() - rss_before
     print(f"burst of 200: {ok} completed, {rejected} RESOURCE_EXHAUSTED, server RSS +{grown / 2**20:.0f} MiB")
-    # Admission counts a ranking call by its candidates (3 engine requests here): at least a
-    # full queue's worth of them (48) was served.
-    assert rejected > 0 and ok * len(request.candidates) >= 48, (ok, rejected)
+    assert rejected > 0 and ok >= 48, (ok, rejected)
     assert ok + rejected == 200
     # Memory stays bounded: the queue, not the burst, sets how much is held.
     assert server.rss_bytes() - rss_before < 300 * 2**20

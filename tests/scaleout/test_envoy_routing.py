@@ -243,14 +243,15 @@ def test_traffic_moves_away_from_a_replica_with_a_deep_queue(cluster: Cluster) -
         # Every replica must report for blackout_period (10 s) before its weight counts.
         time.sleep(12)
         s0 = cluster.snapshot()
-        time.sleep(10)
+        # Windows long enough for 30+ calls on 2 cores (each UnderstandQuery is 4 generations).
+        time.sleep(20)
         s1 = cluster.snapshot()
         with Traffic(loaded.address, LONG, LOAD_WORKERS, limit_s=60, max_requests=2000) as direct:
             time.sleep(3)
             report = orca_report_via_grpcurl(loaded)  # waits in the deep queue itself
             time.sleep(2)
             s2 = cluster.snapshot()
-            time.sleep(12)
+            time.sleep(20)
             s3 = cluster.snapshot()
         idle_report = orca_report_via_grpcurl(cluster.replicas[1])
     baseline, under_load = split(s0, s1), split(s2, s3)

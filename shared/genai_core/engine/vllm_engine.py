@@ -305,6 +305,15 @@ class VllmEngine(Engine):
         request = GenerationRequest(messages=(ChatMessage("user", "Hello"),), max_output_tokens=2)
         async for _ in self._stream(request, self.prompt_token_ids(request), CallContext(request_id="warmup")):
             pass
+        # Scoring's first request pays for its own first-time work (label logprobs); seen
+        # on the CPU backend as an engine step long enough to trip a short stall watchdog.
+        try:
+            await self._score(
+                ScoreRequest(messages=(ChatMessage("user", "Hello"),), items=("Hello",)),
+                CallContext(request_id="warmup-score"),
+            )
+        except Exception as e:  # noqa: BLE001 - a model that cannot score still generates
+            log.warning("score_warmup_failed", error=repr(e))
 
     def _stat_logger_factory(self) -> Any:
         from vllm.v1.metrics.loggers import StatLoggerBase
