@@ -14,7 +14,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from genai_core.engine.base import Engine
 from genai_core.engine.call import CallContext, CallStats
-from genai_core.engine.types import GenerationChunk, GenerationRequest, GenerationResult
+from genai_core.engine.types import GenerationChunk, GenerationRequest, GenerationResult, ScoreResult
 from genai_core.errors import ModelOutputInvalid
 
 log = structlog.get_logger(__name__)
@@ -32,8 +32,8 @@ def usage_to_pb(result: GenerationResult | GenerationChunk, model: str) -> usage
     )
 
 
-def total_usage_to_pb(results: Sequence[GenerationResult], model: str) -> usage_pb2.Usage:
-    """The usage of a call the service answered with several generations: their sum."""
+def total_usage_to_pb(results: Sequence[GenerationResult | ScoreResult], model: str) -> usage_pb2.Usage:
+    """The usage of a call the service answered with several engine results: their sum."""
     return usage_pb2.Usage(
         prompt_token_count=sum(r.prompt_token_count for r in results),
         output_token_count=sum(r.output_token_count for r in results),

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from genai.common.v1 import usage_pb2
 from genai.feed.v1 import feed_service_pb2 as pb
 
-from genai_core.engine.types import GenerationResult, ScoreResult
 from genai_core.validation import Violations
 from genai_services.feed.domain import Member, Post, RankedPost, RankPostsInput
 
@@ -63,14 +61,3 @@ def rank_posts_to_pb(ranked: Sequence[RankedPost]) -> list[pb.RankedPost]:
         pb.RankedPost(post_id=r.post_id, relevance_score=r.relevance_score, reason=r.reason)
         for r in ranked
     ]
-
-
-def usage_to_pb(scores: ScoreResult, reasons: Sequence[GenerationResult], model: str) -> usage_pb2.Usage:
-    """The call's usage: every scored candidate plus every reason generated."""
-    parts = [scores, *reasons]
-    return usage_pb2.Usage(
-        prompt_token_count=sum(p.prompt_token_count for p in parts),
-        output_token_count=sum(p.output_token_count for p in parts),
-        cached_prompt_token_count=sum(p.cached_prompt_token_count for p in parts),
-        model=model,
-    )

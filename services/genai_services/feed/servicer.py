@@ -10,7 +10,7 @@ from genai.feed.v1 import feed_service_pb2_grpc as pb_grpc
 
 from genai_core.engine.base import Engine
 from genai_core.grpc_runtime.interceptor import current_call
-from genai_services.common import ServiceDefinition, generate_json_concurrently
+from genai_services.common import ServiceDefinition, generate_json_concurrently, total_usage_to_pb
 from genai_services.feed import convert, prompts
 
 
@@ -39,7 +39,7 @@ class FeedServicer(pb_grpc.FeedServiceServicer):
         ]
         return pb.RankPostsResponse(
             ranked_posts=convert.rank_posts_to_pb(ranked),
-            usage=convert.usage_to_pb(scores, reasons, self.engine.model_name),
+            usage=total_usage_to_pb([scores, *reasons], self.engine.model_name),
         )
 
 
