@@ -13,6 +13,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from genai_testing.procs import TINY_ENGINE
 from genai.messaging.v1 import messaging_service_pb2 as msg_pb
 from genai.messaging.v1 import messaging_service_pb2_grpc as msg_grpc
@@ -80,35 +82,56 @@ def test_sigterm_under_load_finishes_in_flight_calls(own_server: ServerProcess) 
     assert seen[0] == health_pb2.HealthCheckResponse.SERVING
 
 
+def _error_reason(error: grpc.RpcError) -> str | None:
+    status = rpc_status.from_call(error)
+    info = error_details_pb2.ErrorInfo()
+    for detail in status.details if status else ():
+        if detail.Is(info.DESCRIPTOR):
+            detail.Unpack(info)
+            return info.reason
+    return None
+
+
 def test_new_calls_refused_while_draining(own_server: ServerProcess) -> None:
     channel = grpc.insecure_channel(own_server.address)
     stub = msg_grpc.MessagingServiceStub(channel)
-    long = msg_pb.RewriteDraftRequest(draft="word " * 100, tone=msg_pb.TONE_FRIENDLY, max_length_chars=2000)
-    in_flight = stub.RewriteDraft.future(long, timeout=120)
-    time.sleep(0.5)
+    # Twice what the engine runs at once (max_num_seqs 16), so the drain certainly
+    # outlasts the new call: the engine's running count may be reported late, and a
+    # batch of these takes only 2-3 s on the tiny model.
+    long = msg_pb.RewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_FRIENDLY, max_length_chars=2000)
+    in_flight = [stub.RewriteDraft.future(long, timeout=120) for _ in range(32)]
+    wait_generating(own_server.metrics_port)
     own_server.process.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
+    time.sleep(0.3)
     with pytest.raises(grpc.RpcError) as info:
         search_grpc.SearchServiceStub(channel).UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"), timeout=10)
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert in_flight.exception() is None
+    still_running = sum(not f.done() for f in in_flight)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
+    assert _error_reason(info.value) == "SERVER_DRAINING"
+    assert [f.exception() for f in in_flight] == [None] * 32
     assert own_server.process.wait(timeout=60) == 0
     channel.close()
+    print(f"refused while draining with SERVER_DRAINING; {still_running}/32 in-flight calls were still running")
 
 
 def test_killed_engine_fails_calls_and_exits_nonzero(own_server: ServerProcess) -> None:
     channel = grpc.insecure_channel(own_server.address)
     stub = msg_grpc.MessagingServiceStub(channel)
-    stream = stub.StreamRewriteDraft(
-        msg_pb.StreamRewriteDraftRequest(draft="word " * 100, tone=msg_pb.TONE_CASUAL, max_length_chars=2000), timeout=60
-    )
-    wait_generating(own_server.metrics_port)
+    request = msg_pb.StreamRewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_CASUAL, max_length_chars=2000)
+    streams = [stub.StreamRewriteDraft(request, timeout=60) for _ in range(6)]
+    wait_generating(own_server.metrics_port, at_least=6)
     killed_at = time.monotonic()
     os.kill(engine_core_pid(own_server.process.pid), signal.SIGKILL)
-    with pytest.raises(grpc.RpcError) as info:
-        for _ in stream:
-            pass
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    codes = []
+    for stream in streams:
+        try:
+            for _ in stream:
+                pass
+            codes.append(grpc.StatusCode.OK)  # it had finished before the kill
+        except grpc.RpcError as e:
+            codes.append(e.code())
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
+    assert grpc.StatusCode.UNAVAILABLE in codes, codes
     try:
         search_grpc.SearchServiceStub(channel).UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"), timeout=10)
         raise AssertionError("a call succeeded on a dead engine")
@@ -116,18 +139,19 @@ def test_killed_engine_fails_calls_and_exits_nonzero(own_server: ServerProcess) 
         assert e.code() == grpc.StatusCode.UNAVAILABLE
     code = own_server.process.wait(timeout=60)
     channel.close()
-    print(f"engine killed: in-flight stream and a new call got UNAVAILABLE; exit {code} "
-          f"{time.monotonic() - killed_at:.1f}s after the kill")
+    print(f"engine killed: in-flight streams ended {[c.name for c in codes]}, a new call got UNAVAILABLE; "
+          f"exit {code} {time.monotonic() - killed_at:.1f}s after the kill")
     assert code != 0
     assert time.monotonic() - killed_at < 60
-    assert '"event": "engine_dead"' in own_server.log() or "engine_dead" in own_server.log()
+    assert "engine_dead" in own_server.log()
 
 
 def test_second_sigterm_aborts_remaining_calls(own_server: ServerProcess) -> None:
     channel = grpc.insecure_channel(own_server.address)
     stub = msg_grpc.MessagingServiceStub(channel)
     request = msg_pb.StreamRewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_CASUAL, max_length_chars=2000)
-    streams = [stub.StreamRewriteDraft(request, timeout=120) for _ in range(16)]
+    # Twice what the engine runs at once: work certainly remains at the second signal.
+    streams = [stub.StreamRewriteDraft(request, timeout=120) for _ in range(32)]
     wait_generating(own_server.metrics_port)
     own_server.process.send_signal(signal.SIGTERM)
     time.sleep(0.3)

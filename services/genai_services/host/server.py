@@ -241,17 +241,24 @@ async def serve(config: Config, engine: Engine) -> int:
 
     log.info("shutting_down", grace_s=config.server.shutdown_grace_s)
     await running.start_draining()
-    # New calls are refused from here; in-flight ones get the grace period.
+    # Our calls in flight get the grace period while new ones are refused by the
+    # interceptor (UNAVAILABLE with reason SERVER_DRAINING, safe to retry elsewhere).
+    # gRPC's own stop comes after: it refuses with no reason, and a call caught in its
+    # GOAWAY race can even see CANCELLED, which clients do not retry.
     grace = config.server.shutdown_grace_s if exit_code == 0 else 0
     drain_started = time.monotonic()
-    drained = asyncio.create_task(running.server.stop(grace))
+    idle = asyncio.create_task(running.interceptor.wait_idle())
     second = asyncio.create_task(abort_now.wait())
-    await asyncio.wait({drained, second}, return_when=asyncio.FIRST_COMPLETED)
-    if not drained.done():
-        log.warning("shutdown_forced")
+    await asyncio.wait({idle, second}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+    if idle.done():
+        # Handlers have returned; their responses (and any health check) get what is
+        # left of the grace, and gRPC returns as soon as they are sent.
+        await running.server.stop(max(grace - (time.monotonic() - drain_started), 1.0))
+    else:
+        log.warning("shutdown_forced", in_flight=running.interceptor.in_flight, second_signal=second.done())
         await running.server.stop(0)
-        await drained
     log.info("drained", drain_s=round(time.monotonic() - drain_started, 2))
+    idle.cancel()
     second.cancel()
     stopping.cancel()
     await engine.shutdown()

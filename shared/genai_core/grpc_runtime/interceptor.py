@@ -223,6 +223,20 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         self.max_request_time_s = max_request_time_s
         # Set on SIGTERM: calls that still reach us (on open connections) are refused.
         self.draining = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no call of ours is being handled (its response may still be on its way)."""
+        await self._idle.wait()
+
+    def _track(self, delta: int) -> None:
+        self.in_flight += delta
+        if self.in_flight:
+            self._idle.clear()
+        else:
+            self._idle.set()
 
     async def _enter(self, call: _Call, request: Any) -> None:
         if self.draining:
@@ -234,6 +248,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
     async def _handling(self, call: _Call, request: Any) -> AsyncIterator[None]:
         """Refuse what must be refused, turn errors into statuses, record the outcome."""
         error: BaseException | None = None
+        self._track(+1)
         try:
             await self._enter(call, request)
             yield
@@ -244,6 +259,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             raise
         finally:
             call.finish(error)
+            self._track(-1)
 
     def _unary(
         self, spec: MethodSpec, service: str, method: str, behavior: Callable[..., Awaitable[Any]]
