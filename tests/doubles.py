@@ -53,7 +53,7 @@ class FakeEngine(Engine):
         self.started = True
 
     def prompt_token_ids(self, request: GenerationRequest) -> Sequence[int]:
-        return [0] * sum(len(m.content.split()) for m in request.messages)
+        return [0] * (sum(len(m.content.split()) for m in request.messages) + len(request.answer_prefix.split()))
 
     async def _stream(
         self, request: GenerationRequest, prompt_ids: Sequence[int], call: CallContext

@@ -224,11 +224,11 @@ class RawTarget(Target):
 
     async def prepare(self, items: Sequence[WorkItem]) -> None:
         render = self.shared.engine.render_prompt
-        self._ids = {id(i): render(i.generation.messages) for i in items}
+        self._ids = {id(i): render(i.generation) for i in items}
 
     async def call(self, item: WorkItem) -> Sample:
         engine = self.shared.engine
-        ids = self._ids.get(id(item)) or self.shared.engine.render_prompt(item.generation.messages)
+        ids = self._ids.get(id(item)) or self.shared.engine.render_prompt(item.generation)
         # As our engine and vLLM's server: whole answers for unary calls, deltas for streams.
         params = sampling_params(replace(item.generation, final_only=not item.streaming))
         sample = Sample(item.index, item.feature, time.perf_counter(), prompt_tokens=len(ids))
@@ -537,7 +537,7 @@ def _structured_outputs(config: Any) -> dict[str, Any]:
 
 def render_text(tokenizer: Any, request: GenerationRequest) -> str:
     """The prompt text our engine would render for `request`."""
-    return chat_prompt_text(tokenizer, request.messages)
+    return chat_prompt_text(tokenizer, request.messages, request.answer_prefix)
 
 
 class OpenAITarget(Target):

@@ -20,7 +20,7 @@ from genai_core.errors import ModelOutputInvalid
 log = structlog.get_logger(__name__)
 
 REQUIRED: Any = object()
-"""A generation whose invalid output fails the whole call (see `generate_json_concurrently`)."""
+"""A generation whose invalid output fails the whole call (see `generate_concurrently`)."""
 
 
 def usage_to_pb(result: GenerationResult | GenerationChunk, model: str) -> usage_pb2.Usage:
@@ -42,13 +42,16 @@ def total_usage_to_pb(results: Sequence[GenerationResult | ScoreResult], model: 
     )
 
 
-async def generate_json_concurrently(
+async def generate_concurrently(
     engine: Engine,
     requests: Sequence[GenerationRequest],
     call: CallContext,
     fallbacks: Sequence[Any] | None = None,
 ) -> list[GenerationResult]:
-    """Run several JSON generations of one call at once (they batch in the engine).
+    """Run several generations of one call at once (they batch in the engine).
+
+    A request with a `json_schema` goes to `Engine.generate_json` (its result parsed), any
+    other to `Engine.generate`.
 
     Each generation gets its own engine request id (`<call id>-<i>`: the engine rejects
     duplicates) and its own stats; the call's stats then hold their sum, so the call is
@@ -62,7 +65,7 @@ async def generate_json_concurrently(
     Raises:
         PromptTooLong: a request does not fit the context (raised before any runs).
         ModelOutputInvalid (of a required generation) and every other error of
-            `Engine.generate_json`: the first one raised; the other generations are
+            `Engine.generate` and `Engine.generate_json`: the first one raised; the other generations are
             cancelled (and so aborted in the engine).
     """
     # All or nothing: a prompt that cannot fit fails the call before any generation runs.
@@ -74,6 +77,8 @@ async def generate_json_concurrently(
 
     async def one(request: GenerationRequest, sub: CallContext, fallback: Any) -> GenerationResult:
         try:
+            if request.json_schema is None:
+                return await engine.generate(request, sub)
             return await engine.generate_json(request, sub)
         except ModelOutputInvalid as e:
             if fallback is REQUIRED:

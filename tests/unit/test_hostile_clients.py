@@ -86,7 +86,7 @@ class _FakeLlm:
 def _engine(monkeypatch: pytest.MonkeyPatch, llm: _FakeLlm) -> vllm_engine.VllmEngine:
     engine = vllm_engine.VllmEngine(EngineConfig(model="m", stall_timeout_s=1), "m")
     engine._llm = llm
-    monkeypatch.setattr(engine, "render_prompt", lambda messages: [1, 2, 3])
+    monkeypatch.setattr(engine, "render_prompt", lambda request: [1, 2, 3])
     monkeypatch.setattr(vllm_engine, "sampling_params", lambda request: None)
     return engine
 

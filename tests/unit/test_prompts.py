@@ -395,6 +395,41 @@ def test_suggest_parse_keeps_last_line_when_not_cut():
     assert msg_prompts.parse_suggest_replies("1. Sure!\n2. Not today, sorry.", "length", data) == ("Sure!",)
 
 
+def test_suggest_parse_drops_near_duplicates():
+    data = SuggestRepliesInput(turns=(Turn("Ana", "We shipped it!", False),), suggestion_count=3)
+    text = "1. Thank you, Ana! Glad to hear it.\n2. Thanks, Ana! Glad to hear it.\n3. What did you ship?"
+    assert msg_prompts.parse_suggest_replies(text, "stop", data) == (
+        "Thank you, Ana! Glad to hear it.",
+        "What did you ship?",
+    )
+
+
+def test_more_replies_continue_the_list_with_openers_no_kept_reply_starts_with():
+    data = SuggestRepliesInput(turns=(Turn("Bo", "Are you open to new roles?", False),), suggestion_count=3)
+    more = msg_prompts.build_more_replies_requests(data, ("Thanks for asking!",))
+    # Two missing, one spare; "Thanks" is taken by the kept reply.
+    assert more.openers == ("Could you", "Sure,", "Sorry,")
+    base = msg_prompts.build_suggest_replies_request(data)
+    for opener, request in zip(more.openers, more.requests):
+        assert request.messages == base.messages  # the same prompt: the prefix cache holds it
+        assert request.answer_prefix == f"1. Thanks for asking!\n2. {opener}"
+        assert "\n" in request.stop and request.json_schema is None
+        assert request.max_output_tokens == msg_prompts.SUGGEST_TOKENS_PER_REPLY
+    kept = ("Thanks for asking!",)
+    texts = [(" share more about the role?", "stop"), (" I'd be happy to", "length"), (" Thanks for asking!", "stop")]
+    # The cut line is dropped; "Sorry, Thanks for asking!" is near the kept one.
+    assert msg_prompts.parse_more_replies(data, kept, more, texts) == (
+        "Thanks for asking!",
+        "Could you share more about the role?",
+    )
+
+
+def test_more_replies_start_a_list_when_none_was_kept():
+    data = SuggestRepliesInput(turns=(Turn("Bo", "Lunch?", False),), suggestion_count=1)
+    more = msg_prompts.build_more_replies_requests(data, ())
+    assert [r.answer_prefix for r in more.requests] == ["1. Could you", "1. Thanks"]
+
+
 # --- messaging: rewrite -----------------------------------------------------
 
 

@@ -26,13 +26,18 @@ from genai_services.messaging import prompts as msg_prompts
 from genai_services.registry import REGISTRY
 
 # A duplicate and an echo of the conversation among them: the service drops both.
-SUGGESTIONS = "1. Reply number 0.\n2. reply number 0\n3. Are you free on Monday?\n4. Reply number 1.\n5. Reply number 2."
+SUGGESTIONS = "1. Yes, Monday works.\n2. yes monday works\n3. Are you free on Monday?\n4. Which time suits you?\n5. Sorry, I'm away."
+# What the fake writes after a continued list's "Could you"; after any other opener it
+# writes nothing, leaving an unusable bare opener ("Thanks", "Sure,").
+CONTINUATION = " send me the agenda?"
 REWRITE = "Thank you for reaching out. I would be glad to talk next week about the role."
 
 
 def respond(request: GenerationRequest) -> str:
     schema = request.json_schema
     if request.messages[0].content == msg_prompts.SUGGEST_SYSTEM:
+        if request.answer_prefix:
+            return CONTINUATION if request.answer_prefix.endswith("Could you") else ""
         return SUGGESTIONS
     if schema is None:
         return REWRITE
@@ -176,7 +181,7 @@ def test_suggest_replies_returns_requested_count(channel: grpc.Channel) -> None:
             turns=[msg_pb.ConversationTurn(author="Bo", text="Are you free on Monday?")], suggestion_count=2
         )
     )
-    assert list(response.suggestions) == ["Reply number 0.", "Reply number 1."]
+    assert list(response.suggestions) == ["Yes, Monday works.", "Which time suits you?"]
 
 
 def test_suggest_replies_returns_fewer_rather_than_junk(channel: grpc.Channel) -> None:
@@ -185,7 +190,10 @@ def test_suggest_replies_returns_fewer_rather_than_junk(channel: grpc.Channel) -
             turns=[msg_pb.ConversationTurn(author="Bo", text="Are you free on Monday?")], suggestion_count=5
         )
     )
-    assert list(response.suggestions) == ["Reply number 0.", "Reply number 1.", "Reply number 2."]
+    # Three usable in the list; of the continued lines one is usable.
+    assert list(response.suggestions) == [
+        "Yes, Monday works.", "Which time suits you?", "Sorry, I'm away.", "Could you send me the agenda?"
+    ]
     assert response.usage.output_token_count > 0
 
 

@@ -72,19 +72,24 @@ def reply_is_usable(reply: str, turns: Iterable[Turn]) -> bool:
 def usable_replies(candidates: Iterable[str], turns: Iterable[Turn]) -> tuple[str, ...]:
     """The candidates that pass `reply_is_usable`, cleaned, without duplicates, in order.
 
-    Whitespace is normalised and quotes around a whole reply removed; two replies that
-    differ only in case and punctuation count as the same.
+    Whitespace is normalised and quotes around a whole reply removed; a reply as close to
+    one kept before it as an echo is to a message (ECHO_SIMILARITY, after case and
+    punctuation) is a duplicate: "Thanks, Ana!" and "Thank you, Ana!" are one suggestion.
     """
     turns = tuple(turns)
     kept: list[str] = []
-    seen: set[str] = set()
+    seen: list[str] = []
     for candidate in candidates:
         reply = " ".join(candidate.split())
         if len(reply) >= 2 and reply[0] in _QUOTES and reply[-1] in _QUOTES:
             reply = reply[1:-1].strip()
-        if reply and reply_is_usable(reply, turns) and _norm(reply) not in seen:
-            seen.add(_norm(reply))
-            kept.append(reply)
+        if not reply or not reply_is_usable(reply, turns):
+            continue
+        norm = _norm(reply)
+        if any(difflib.SequenceMatcher(None, norm, s, autojunk=False).ratio() >= ECHO_SIMILARITY for s in seen):
+            continue
+        seen.append(norm)
+        kept.append(reply)
     return tuple(kept)
 
 

@@ -13,11 +13,17 @@ Design notes (a 135M model copies what it sees):
   shows them either.
 - Replies are plain numbered lines, not JSON: an answer cut at the token budget loses
   one line (dropped) instead of failing the whole call as unclosed JSON.
+- Greedy decoding of a small model often repeats its first reply down the list ("No,
+  I'm not." / "No, I'm sorry." ...). When fewer usable replies than asked remain, the
+  list is continued once more, a request per missing reply, each new line begun with
+  an opener no kept reply begins with ("Could you", "Thanks", ...): a different first
+  word steers the model to a different intent, where penalties alone did not.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 
 from genai_core.engine.types import ChatMessage, GenerationRequest
 from genai_core.prompting import quote
@@ -30,7 +36,7 @@ from genai_services.messaging.domain import (
     usable_replies,
 )
 
-PROMPT_VERSION = "messaging-v2"
+PROMPT_VERSION = "messaging-v3"
 
 # --- suggest replies ------------------------------------------------------------
 
@@ -152,6 +158,61 @@ def parse_suggest_replies(text: str, finish_reason: str, data: SuggestRepliesInp
         lines = lines[:-1]
     candidates = [_LIST_MARKER.sub("", line, count=1) for line in lines]
     return usable_replies(candidates, data.turns)[: data.suggestion_count]
+
+
+# First words of replies of different intents (ask, thank, accept, decline, praise), in
+# the order they are tried; each one a reply of any conversation can start with.
+REPLY_OPENERS: tuple[str, ...] = ("Could you", "Thanks", "Sure,", "Sorry,", "Great")
+
+
+def _first_word(text: str) -> str:
+    match = re.match(r"[^\W\d_]+", text)
+    return match.group(0).casefold() if match else ""
+
+
+@dataclass(frozen=True)
+class MoreReplies:
+    """The continuations asked for when the list came back short: one per missing reply
+    (and one spare), each with the opener its line begins with."""
+
+    openers: tuple[str, ...]
+    requests: tuple[GenerationRequest, ...]
+
+
+def build_more_replies_requests(data: SuggestRepliesInput, kept: tuple[str, ...]) -> MoreReplies:
+    """Continue the numbered list after the replies kept so far, a new line per request.
+
+    Each request's answer starts (`answer_prefix`) with the kept replies, renumbered, and
+    the next number and an opener that no kept reply starts with; it ends at the line's end.
+    """
+    used = {_first_word(r) for r in kept}
+    missing = data.suggestion_count - len(kept)
+    openers = tuple(o for o in REPLY_OPENERS if _first_word(o) not in used)[: missing + 1]
+    head = _numbered(kept) + "\n" if kept else ""
+    base = build_suggest_replies_request(data)
+    requests = tuple(
+        replace(
+            base,
+            answer_prefix=f"{head}{len(kept) + 1}. {opener}",
+            max_output_tokens=SUGGEST_TOKENS_PER_REPLY,
+            stop=("\n", *base.stop),
+        )
+        for opener in openers
+    )
+    return MoreReplies(openers, requests)
+
+
+def parse_more_replies(
+    data: SuggestRepliesInput, kept: tuple[str, ...], more: MoreReplies, texts: list[tuple[str, str]]
+) -> tuple[str, ...]:
+    """The kept replies and the usable continuations after them, at most the count asked.
+
+    Args:
+        texts: (text, finish_reason) of each of `more.requests`, in order; a line cut at
+            the token limit is dropped.
+    """
+    lines = [opener + text for opener, (text, reason) in zip(more.openers, texts, strict=True) if reason != "length"]
+    return usable_replies((*kept, *lines), data.turns)[: data.suggestion_count]
 
 
 # --- rewrite draft --------------------------------------------------------------

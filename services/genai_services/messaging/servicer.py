@@ -13,7 +13,7 @@ from genai.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
 from genai_core.engine.base import Engine
 from genai_core.engine.types import GenerationChunk
 from genai_core.grpc_runtime.interceptor import current_call
-from genai_services.common import ServiceDefinition, usage_to_pb
+from genai_services.common import ServiceDefinition, generate_concurrently, total_usage_to_pb, usage_to_pb
 from genai_services.messaging import convert, prompts
 from genai_services.messaging.domain import LengthLimiter
 
@@ -28,13 +28,19 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         self, request: pb.SuggestRepliesRequest, context: grpc.aio.ServicerContext
     ) -> pb.SuggestRepliesResponse:
         data = convert.suggest_replies_from_pb(request)
-        result = await self.engine.generate(prompts.build_suggest_replies_request(data), current_call())
-        suggestions = prompts.parse_suggest_replies(result.text, result.finish_reason, data)
+        call = current_call()
+        results = [await self.engine.generate(prompts.build_suggest_replies_request(data), call)]
+        suggestions = prompts.parse_suggest_replies(results[0].text, results[0].finish_reason, data)
+        if len(suggestions) < data.suggestion_count:
+            more = prompts.build_more_replies_requests(data, suggestions)
+            extra = await generate_concurrently(self.engine, more.requests, call)
+            suggestions = prompts.parse_more_replies(data, suggestions, more, [(r.text, r.finish_reason) for r in extra])
+            results += extra
         if len(suggestions) < data.suggestion_count:
             # Fewer, never junk: the caller was told so in the proto; this shows how often.
             log.info("suggestions_short", asked=data.suggestion_count, returned=len(suggestions))
         response = convert.suggest_replies_to_pb(suggestions)
-        response.usage.CopyFrom(usage_to_pb(result, self.engine.model_name))
+        response.usage.CopyFrom(total_usage_to_pb(results, self.engine.model_name))
         return response
 
     async def _rewrite(

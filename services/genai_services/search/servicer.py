@@ -8,7 +8,7 @@ from genai.search.v1 import search_service_pb2_grpc as pb_grpc
 
 from genai_core.engine.base import Engine
 from genai_core.grpc_runtime.interceptor import current_call
-from genai_services.common import REQUIRED, ServiceDefinition, generate_json_concurrently, total_usage_to_pb
+from genai_services.common import REQUIRED, ServiceDefinition, generate_concurrently, total_usage_to_pb
 from genai_services.search import convert, prompts
 
 
@@ -25,7 +25,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         # The intent is required; entities, correction and expansions are optional parts:
         # one the model could not finish within its budget is left out, not an error.
         fallbacks = (REQUIRED, {}, "", [])
-        results = await generate_json_concurrently(self.engine, requests, current_call(), fallbacks)
+        results = await generate_concurrently(self.engine, requests, current_call(), fallbacks)
         understanding = prompts.parse_understand_query(data, *(r.parsed for r in results))
         response = convert.understand_query_to_pb(understanding)
         response.usage.CopyFrom(total_usage_to_pb(results, self.engine.model_name))

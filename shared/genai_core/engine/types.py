@@ -36,6 +36,10 @@ class GenerationRequest:
     # Subtracted from the logit of every token already in the output (0 = off): keeps
     # greedy decoding of a list from repeating one item (OpenAI's presence_penalty).
     presence_penalty: float = 0.0
+    # The start of the answer, written for the model after the chat template's answer
+    # prompt: the model continues from it (e.g. the next line of a list). The result's
+    # text holds only what the model wrote.
+    answer_prefix: str = ""
 
 
 @dataclass(frozen=True)
