@@ -45,9 +45,16 @@ def watch_health(server: ServerProcess, seen: list[int], stop: threading.Event) 
     return thread
 
 
+# Four sequences at a time, so the work each test starts lasts many seconds (a call takes
+# 1-3 s on the tiny model) and a test process slowed by a busy machine still signals or
+# kills while calls are in flight.
+MAX_NUM_SEQS = 4
+
+
 @pytest.fixture()
 def own_server(tmp_path: Path, tiny_model: Path):  # type: ignore[no-untyped-def]
-    server = start_server(tmp_path, {"model": str(tiny_model), **TINY_ENGINE, "stall_timeout_s": 30})
+    engine = {**TINY_ENGINE, "max_num_seqs": MAX_NUM_SEQS}
+    server = start_server(tmp_path, {"model": str(tiny_model), **engine, "stall_timeout_s": 30})
     server.wait_serving(timeout_s=300)
     try:
         yield server
@@ -65,13 +72,14 @@ def test_sigterm_under_load_finishes_in_flight_calls(own_server: ServerProcess) 
     stub = msg_grpc.MessagingServiceStub(channel)
     request = msg_pb.RewriteDraftRequest(draft="word " * 100, tone=msg_pb.TONE_FRIENDLY, max_length_chars=1500)
     in_flight = [stub.RewriteDraft.future(request, timeout=120) for _ in range(12)]
-    time.sleep(1.0)  # they are generating
-    assert not any(f.done() for f in in_flight)
-    signalled = time.monotonic()
+    wait_generating(own_server.metrics_port)
     own_server.process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    pending = sum(not f.done() for f in in_flight)
+    assert pending, "every call ended before the signal: nothing was drained"
     results = [f.exception() for f in in_flight]
     code = own_server.process.wait(timeout=60)
-    print(f"SIGTERM under load: {results.count(None)}/12 in-flight calls completed, exit {code} "
+    print(f"SIGTERM under load: {results.count(None)}/12 calls completed ({pending} pending at the signal), exit {code} "
           f"after {time.monotonic() - signalled:.1f}s, health seen: {seen}")
     stop.set()
     watcher.join(timeout=5)
@@ -95,11 +103,10 @@ def _error_reason(error: grpc.RpcError) -> str | None:
 def test_new_calls_refused_while_draining(own_server: ServerProcess) -> None:
     channel = grpc.insecure_channel(own_server.address)
     stub = msg_grpc.MessagingServiceStub(channel)
-    # Twice what the engine runs at once (max_num_seqs 16), so the drain certainly
-    # outlasts the new call: the engine's running count may be reported late, and a
-    # batch of these takes only 2-3 s on the tiny model.
+    # Four waves of MAX_NUM_SEQS: the drain certainly outlasts the new call, and ends
+    # well inside the 20 s grace.
     long = msg_pb.RewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_FRIENDLY, max_length_chars=2000)
-    in_flight = [stub.RewriteDraft.future(long, timeout=120) for _ in range(32)]
+    in_flight = [stub.RewriteDraft.future(long, timeout=120) for _ in range(16)]
     wait_generating(own_server.metrics_port)
     own_server.process.send_signal(signal.SIGTERM)
     time.sleep(0.3)
@@ -108,18 +115,19 @@ def test_new_calls_refused_while_draining(own_server: ServerProcess) -> None:
     still_running = sum(not f.done() for f in in_flight)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
     assert _error_reason(info.value) == "SERVER_DRAINING"
-    assert [f.exception() for f in in_flight] == [None] * 32
+    assert [f.exception() for f in in_flight] == [None] * 16
     assert own_server.process.wait(timeout=60) == 0
     channel.close()
-    print(f"refused while draining with SERVER_DRAINING; {still_running}/32 in-flight calls were still running")
+    print(f"refused while draining with SERVER_DRAINING; {still_running}/16 in-flight calls were still running")
 
 
 def test_killed_engine_fails_calls_and_exits_nonzero(own_server: ServerProcess) -> None:
     channel = grpc.insecure_channel(own_server.address)
     stub = msg_grpc.MessagingServiceStub(channel)
     request = msg_pb.StreamRewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_CASUAL, max_length_chars=2000)
-    streams = [stub.StreamRewriteDraft(request, timeout=60) for _ in range(6)]
-    wait_generating(own_server.metrics_port, at_least=6)
+    # Four waves of MAX_NUM_SEQS: most are certainly in flight at the kill.
+    streams = [stub.StreamRewriteDraft(request, timeout=60) for _ in range(16)]
+    wait_generating(own_server.metrics_port)
     killed_at = time.monotonic()
     os.kill(engine_core_pid(own_server.process.pid), signal.SIGKILL)
     codes = []
@@ -150,7 +158,7 @@ def test_second_sigterm_aborts_remaining_calls(own_server: ServerProcess) -> Non
     channel = grpc.insecure_channel(own_server.address)
     stub = msg_grpc.MessagingServiceStub(channel)
     request = msg_pb.StreamRewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_CASUAL, max_length_chars=2000)
-    # Twice what the engine runs at once: work certainly remains at the second signal.
+    # Eight waves of MAX_NUM_SEQS: work certainly remains at the second signal.
     streams = [stub.StreamRewriteDraft(request, timeout=120) for _ in range(32)]
     wait_generating(own_server.metrics_port)
     own_server.process.send_signal(signal.SIGTERM)
