@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -250,3 +252,24 @@ def test_a_long_call_survives_client_keepalive_pings() -> None:
     assert client.goaway is None, client.goaway
     assert result.grpc_status == 0, result
     assert pings >= 4 and client.pings_acked >= pings - 1
+
+
+class _HangingShutdownLlm(_FakeLlm):
+    def shutdown(self) -> None:
+        threading.Event().wait()  # vLLM's join of its engine core, never returning
+
+
+def test_engine_shutdown_is_bounded_and_kills_what_it_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _engine(monkeypatch, _HangingShutdownLlm(outputs=1))
+    monkeypatch.setattr(vllm_engine, "ENGINE_SHUTDOWN_TIMEOUT_S", 0.5)
+    child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(3600,), daemon=True)
+    child.start()
+    try:
+        began = time.monotonic()
+        asyncio.run(engine.shutdown())  # before: hung for good with its thread
+        assert time.monotonic() - began < 5
+        child.join(timeout=10)
+        assert child.exitcode is not None and child.exitcode < 0  # killed
+    finally:
+        if child.is_alive():
+            child.kill()

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+import multiprocessing
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -200,6 +202,10 @@ def sampling_params(request: GenerationRequest) -> Any:
         ),
     )
 
+
+# How long vLLM's own shutdown may take (it joins the engine core and its workers,
+# normally within a few seconds) before the processes it left are killed.
+ENGINE_SHUTDOWN_TIMEOUT_S = 30.0
 
 # Where a scored item goes in the rendered chat prompt: a private-use character no
 # chat template adds or escapes.
@@ -622,6 +628,33 @@ class VllmEngine(Engine):
     async def shutdown(self) -> None:
         self._closing = True
         llm, self._llm = self._llm, None
-        if llm is not None:
-            await asyncio.to_thread(llm.shutdown)
-            log.info("engine_stopped")
+        if llm is None:
+            return
+        # vLLM's shutdown joins the engine core and its workers with no bound of ours (a
+        # TP=2 GPU run saw a worker stuck exiting). It runs bounded, on a daemon thread
+        # (an executor thread would be joined at interpreter exit and hold it); past the
+        # bound, what it left is killed.
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[BaseException | None] = loop.create_future()
+
+        def run() -> None:
+            error: BaseException | None = None
+            try:
+                llm.shutdown()
+            except BaseException as e:  # noqa: BLE001 - reported below
+                error = e
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(error))
+
+        threading.Thread(target=run, name="engine-shutdown", daemon=True).start()
+        try:
+            async with asyncio.timeout(ENGINE_SHUTDOWN_TIMEOUT_S):
+                error = await done
+        except TimeoutError:
+            left = multiprocessing.active_children()
+            log.warning("engine_shutdown_timeout", timeout_s=ENGINE_SHUTDOWN_TIMEOUT_S, killed=[p.pid for p in left])
+            for child in left:
+                child.kill()
+            return
+        if error is not None:
+            log.warning("engine_shutdown_failed", error=repr(error))
+        log.info("engine_stopped")
