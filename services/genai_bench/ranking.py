@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from genai_core.engine.types import ChatMessage, GenerationRequest
-from genai_core.prompting import bullet_list, quote
+from genai_core.prompting import quote
 from genai_services.feed.domain import RankPostsInput
-from genai_services.feed.prompts import REASON_MAX_CHARS
+from genai_services.feed.prompts import REASON_MAX_CHARS, tagged_profile
 
 LISTWISE_MAX_CANDIDATES = 20
 """The old API's limit: one generation writes every post's score and reason."""
@@ -74,16 +74,7 @@ def max_output_tokens(count: int) -> int:
 
 
 def build_listwise_request(data: RankPostsInput) -> GenerationRequest:
-    member = data.member
-    profile = "\n".join(
-        [
-            quote("member", member.headline),
-            "Interests:",
-            bullet_list([quote("interest", i) for i in member.interests]),
-            "Recent activity:",
-            bullet_list([quote("activity", a) for a in member.recent_activity]),
-        ]
-    )
+    profile = tagged_profile(data.member)
     posts = "\n".join(
         quote(
             "post",

@@ -406,10 +406,10 @@ def test_suggest_parse_drops_near_duplicates():
 
 def test_more_replies_continue_the_list_with_openers_no_kept_reply_starts_with():
     data = SuggestRepliesInput(turns=(Turn("Bo", "Are you open to new roles?", False),), suggestion_count=3)
-    more = msg_prompts.build_more_replies_requests(data, ("Thanks for asking!",))
+    base = msg_prompts.build_suggest_replies_request(data)
+    more = msg_prompts.build_more_replies_requests(data, base, ("Thanks for asking!",))
     # Two missing, one spare; "Thanks" is taken by the kept reply.
     assert more.openers == ("Could you", "Sure,", "Sorry,")
-    base = msg_prompts.build_suggest_replies_request(data)
     for opener, request in zip(more.openers, more.requests):
         assert request.messages == base.messages  # the same prompt: the prefix cache holds it
         assert request.answer_prefix == f"1. Thanks for asking!\n2. {opener}"
@@ -426,7 +426,7 @@ def test_more_replies_continue_the_list_with_openers_no_kept_reply_starts_with()
 
 def test_more_replies_start_a_list_when_none_was_kept():
     data = SuggestRepliesInput(turns=(Turn("Bo", "Lunch?", False),), suggestion_count=1)
-    more = msg_prompts.build_more_replies_requests(data, ())
+    more = msg_prompts.build_more_replies_requests(data, msg_prompts.build_suggest_replies_request(data), ())
     assert [r.answer_prefix for r in more.requests] == ["1. Could you", "1. Thanks"]
 
 

@@ -161,21 +161,25 @@ REASON_SCHEMA: dict[str, Any] = {
 REASON_MAX_OUTPUT_TOKENS = REASON_MAX_CHARS + 16
 
 
-def build_reason_request(member: Member, post: Post) -> GenerationRequest:
-    """A short reason for one (top-ranked) post, under a one-field JSON schema."""
-    # Tagged, unlike the scoring prompt: a reason is text shown to the member, so
-    # instructions hidden in a post must stay visibly data.
-    user = "\n".join(
+def tagged_profile(member: Member) -> str:
+    """The member's profile with every user-written text inside its own tag."""
+    return "\n".join(
         [
             quote("member", member.headline),
             "Interests:",
             bullet_list([quote("interest", i) for i in member.interests]),
             "Recent activity:",
             bullet_list([quote("activity", a) for a in member.recent_activity]),
-            "Post:",
-            quote("post", post.text, author=post.author, topics=", ".join(post.topics)),
         ]
     )
+
+
+def build_reason_request(member: Member, post: Post) -> GenerationRequest:
+    """A short reason for one (top-ranked) post, under a one-field JSON schema."""
+    # Tagged, unlike the scoring prompt: a reason is text shown to the member, so
+    # instructions hidden in a post must stay visibly data.
+    post_block = quote("post", post.text, author=post.author, topics=", ".join(post.topics))
+    user = f"{tagged_profile(member)}\nPost:\n{post_block}"
     return GenerationRequest(
         messages=(ChatMessage("system", REASON_SYSTEM), ChatMessage("user", user)),
         max_output_tokens=REASON_MAX_OUTPUT_TOKENS,

@@ -179,17 +179,19 @@ class MoreReplies:
     requests: tuple[GenerationRequest, ...]
 
 
-def build_more_replies_requests(data: SuggestRepliesInput, kept: tuple[str, ...]) -> MoreReplies:
+def build_more_replies_requests(
+    data: SuggestRepliesInput, base: GenerationRequest, kept: tuple[str, ...]
+) -> MoreReplies:
     """Continue the numbered list after the replies kept so far, a new line per request.
 
-    Each request's answer starts (`answer_prefix`) with the kept replies, renumbered, and
-    the next number and an opener that no kept reply starts with; it ends at the line's end.
+    Each request is `base` (the list's own request, so the prefix cache holds its prompt)
+    whose answer starts (`answer_prefix`) with the kept replies, renumbered, and the next
+    number and an opener that no kept reply starts with; it ends at the line's end.
     """
     used = {_first_word(r) for r in kept}
     missing = data.suggestion_count - len(kept)
     openers = tuple(o for o in REPLY_OPENERS if _first_word(o) not in used)[: missing + 1]
     head = _numbered(kept) + "\n" if kept else ""
-    base = build_suggest_replies_request(data)
     requests = tuple(
         replace(
             base,

@@ -29,10 +29,11 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     ) -> pb.SuggestRepliesResponse:
         data = convert.suggest_replies_from_pb(request)
         call = current_call()
-        results = [await self.engine.generate(prompts.build_suggest_replies_request(data), call)]
+        request = prompts.build_suggest_replies_request(data)
+        results = [await self.engine.generate(request, call)]
         suggestions = prompts.parse_suggest_replies(results[0].text, results[0].finish_reason, data)
         if len(suggestions) < data.suggestion_count:
-            more = prompts.build_more_replies_requests(data, suggestions)
+            more = prompts.build_more_replies_requests(data, request, suggestions)
             extra = await generate_concurrently(self.engine, more.requests, call)
             suggestions = prompts.parse_more_replies(data, suggestions, more, [(r.text, r.finish_reason) for r in extra])
             results += extra
