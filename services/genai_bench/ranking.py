@@ -104,7 +104,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ranking workload's options (`genai bench --workload ranking ...`)."""
     p.add_argument("--rank-sizes", default="10,100,500", help="candidates per call, comma list")
     p.add_argument("--rank-calls", type=int, default=4, help="timed calls per size and target (default 4)")
-    p.add_argument("--rank-concurrency", type=int, default=1, help="calls in flight at once (default 1)")
+    p.add_argument(
+        "--rank-concurrency", default="1", help="calls in flight at once, comma list: one point each (default 1)"
+    )
     p.add_argument(
         "--rank-targets", default=",".join(RANK_TARGETS), help="comma list of raw, rankposts, listwise"
     )
@@ -125,6 +127,7 @@ class RankRun:
     target: str
     prefix_caching: bool
     size: int
+    concurrency: int = 1
     latencies_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     prompt_tokens: int = 0
@@ -142,6 +145,7 @@ class RankRun:
             "target": self.target,
             "prefix_caching": self.prefix_caching,
             "candidates_per_call": self.size,
+            "calls_in_flight": self.concurrency,
             "calls": len(lat),
             "items_per_s": items / self.wall_s if self.wall_s and lat else None,
             "call_p50_s": statistics.median(lat) if lat else None,
@@ -230,30 +234,37 @@ async def _run_engine(args: argparse.Namespace, model_path: str, engine_section:
             )
             return result.prompt_token_count, result.cached_prompt_token_count
 
-        sizes = [int(s) for s in args.rank_sizes.split(",") if s.strip()]
-        listwise_sizes = [int(s) for s in args.rank_listwise_sizes.split(",") if s.strip()]
-        for target in targets:
-            for size in listwise_sizes if target == "listwise" else sizes:
-                requests = ranking_requests(size, args.rank_calls + 1, args.seed)
-                if target == "raw":
-                    prepared = []
-                    for r in requests:
-                        score = prompts.build_score_request(convert.rank_posts_from_pb(r))
-                        head, rests = engine.render_score_prompts(score)
-                        label_ids = engine.label_token_ids(score.labels)
-                        prepared.append(([head + rest for rest in rests], score_sampling_params(label_ids), label_ids))
-                    requests, one = prepared, raw
-                else:
-                    one = rankposts if target == "rankposts" else listwise
-                # Every target gets the same requests: forget what the previous point
-                # cached (its members' profiles), then one untimed call puts the fixed
-                # instructions and examples in the cache (when on), as in steady serving.
-                await engine.reset_prefix_cache()
-                await _timed(RankRun(target, prefix, size), requests[:1], 1, one)
-                run = RankRun(target, prefix, size)
-                await _timed(run, requests[1:], args.rank_concurrency, one)
-                runs.append(run)
-                print(f"genai bench ranking: {json.dumps(run.summary())}", flush=True)
+        sizes = _ints(args.rank_sizes)
+        listwise_sizes = _ints(args.rank_listwise_sizes)
+        # Targets alternate within each (size, load), so their ratio is taken minutes apart at most.
+        points = [
+            (target, size, concurrency)
+            for size in sorted(set(sizes + listwise_sizes))
+            for concurrency in _ints(args.rank_concurrency)
+            for target in targets
+            if size in (listwise_sizes if target == "listwise" else sizes)
+        ]
+        for target, size, concurrency in points:
+            requests = ranking_requests(size, args.rank_calls + 1, args.seed)
+            if target == "raw":
+                prepared = []
+                for r in requests:
+                    score = prompts.build_score_request(convert.rank_posts_from_pb(r))
+                    head, rests = engine.render_score_prompts(score)
+                    label_ids = engine.label_token_ids(score.labels)
+                    prepared.append(([head + rest for rest in rests], score_sampling_params(label_ids), label_ids))
+                requests, one = prepared, raw
+            else:
+                one = rankposts if target == "rankposts" else listwise
+            # Every target gets the same requests: forget what the previous point
+            # cached (its members' profiles), then one untimed call puts the fixed
+            # instructions and examples in the cache (when on), as in steady serving.
+            await engine.reset_prefix_cache()
+            await _timed(RankRun(target, prefix, size), requests[:1], 1, one)
+            run = RankRun(target, prefix, size, concurrency)
+            await _timed(run, requests[1:], concurrency, one)
+            runs.append(run)
+            print(f"genai bench ranking: {json.dumps(run.summary())}", flush=True)
     finally:
         await channel.close()
         await server.server.stop(0)
@@ -262,6 +273,10 @@ async def _run_engine(args: argparse.Namespace, model_path: str, engine_section:
 
 
 _raw_counter = 0
+
+
+def _ints(csv: str) -> list[int]:
+    return [int(v) for v in csv.split(",") if v.strip()]
 
 
 async def _raw_one(engine: Any, prompt_ids: list[int], params: Any) -> Any:
@@ -279,8 +294,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Command: `{results['command']}`",
         "",
-        "| target | prefix cache | candidates/call | calls | items/s | call p50 (s) | call p99 (s) | s per candidate | cached share |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| target | prefix cache | candidates/call | calls in flight | calls | items/s | call p50 (s) | call p99 (s) | s per candidate | cached share |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def f(v: Any, digits: int = 3) -> str:
@@ -288,7 +303,8 @@ def markdown(results: dict[str, Any]) -> str:
 
     for r in results["runs"]:
         lines.append(
-            f"| {r['target']} | {'on' if r['prefix_caching'] else 'off'} | {r['candidates_per_call']} | {r['calls']} | "
+            f"| {r['target']} | {'on' if r['prefix_caching'] else 'off'} | {r['candidates_per_call']} | "
+            f"{r.get('calls_in_flight', 1)} | {r['calls']} | "
             f"{f(r['items_per_s'], 1)} | {f(r['call_p50_s'])} | {f(r['call_p99_s'])} | {f(r['s_per_candidate'], 4)} | "
             f"{f(r['cached_prompt_share'], 2)} |"
         )

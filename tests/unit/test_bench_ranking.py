@@ -25,7 +25,7 @@ def test_listwise_requests_fit_their_schema() -> None:
 
 
 def test_summary_and_markdown() -> None:
-    run = ranking.RankRun("rankposts", True, 100, latencies_s=[1.0, 2.0, 4.0], wall_s=5.0, prompt_tokens=1000, cached_tokens=700)
+    run = ranking.RankRun("rankposts", True, 100, 8, latencies_s=[1.0, 2.0, 4.0], wall_s=5.0, prompt_tokens=1000, cached_tokens=700)
     summary = run.summary()
     assert summary["items_per_s"] == pytest.approx(60.0)
     assert summary["call_p50_s"] == 2.0 and summary["call_p99_s"] == 4.0
@@ -33,5 +33,5 @@ def test_summary_and_markdown() -> None:
     assert summary["cached_prompt_share"] == pytest.approx(0.7)
     failed = ranking.RankRun("listwise", False, 20, errors=["PromptTooLong: x"]).summary()
     text = ranking.markdown({"model_label": "m", "command": "genai bench", "runs": [summary, failed]})
-    assert "| rankposts | on | 100 | 3 | 60.0 |" in text
+    assert "| rankposts | on | 100 | 8 | 3 | 60.0 |" in text
     assert "- listwise, prefix cache off, 20 per call: PromptTooLong: x" in text
