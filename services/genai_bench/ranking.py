@@ -114,6 +114,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--rank-prefix-caching", default="on,off", help="engine runs with prefix caching on and/or off"
     )
     p.add_argument(
+        "--rank-replicas",
+        type=int,
+        default=1,
+        help="also run RankPosts on this many `genai serve` processes sharing the accelerator "
+        "(GPU memory split evenly), calls sent to the replica with the fewest in flight (default 1: off)",
+    )
+    p.add_argument(
         "--rank-listwise-sizes",
         default="5,20",
         help=f"posts per call of the old listwise design (at most {LISTWISE_MAX_CANDIDATES})",
@@ -245,7 +252,7 @@ async def _run_engine(args: argparse.Namespace, model_path: str, engine_section:
             if size in (listwise_sizes if target == "listwise" else sizes)
         ]
         for target, size, concurrency in points:
-            requests = ranking_requests(size, args.rank_calls + 1, args.seed)
+            requests = ranking_requests(size, args.rank_calls + 1, _point_seed(args.seed, concurrency))
             if target == "raw":
                 prepared = []
                 for r in requests:
@@ -269,6 +276,94 @@ async def _run_engine(args: argparse.Namespace, model_path: str, engine_section:
         await channel.close()
         await server.server.stop(0)
         await engine.shutdown()
+    return runs
+
+
+def _point_seed(seed: int, concurrency: int) -> str:
+    """Each load point ranks other members, so no point reads profiles an earlier one cached."""
+    return f"{seed}:{concurrency}"
+
+
+async def _run_replicas(args: argparse.Namespace, model_path: str, engine_section: dict[str, Any]) -> list[RankRun]:
+    """RankPosts on `--rank-replicas` server processes sharing the accelerator.
+
+    Scoring is prefill-only and short, so one engine's per-request CPU work (its front end,
+    scheduler and worker are one thread each) can leave a small model's GPU idle; several
+    replicas per GPU are how such a model is deployed. The client spreads calls as the
+    mesh's least-request balancing does.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import grpc
+    from genai.feed.v1 import feed_service_pb2_grpc
+
+    from genai_bench.targets import BENCH_ADMISSION
+    from genai_testing.procs import server_env, start_server
+
+    count = args.rank_replicas
+    share = float(engine_section.get("gpu_memory_utilization", 0.9)) / count
+    work = Path(tempfile.mkdtemp(prefix="genai-bench-replicas-"))
+    servers = []
+    channels: list[Any] = []
+    runs: list[RankRun] = []
+    try:
+        # One at a time: vLLM sizes its KV cache from the device's free memory, which a
+        # replica starting beside it would change while it measures.
+        for i in range(count):
+            folder = work / f"replica-{i}"
+            folder.mkdir()
+            engine = {
+                **engine_section,
+                "model": model_path,
+                "enable_prefix_caching": True,
+                "gpu_memory_utilization": share,
+            }
+            servers.append(
+                start_server(
+                    folder,
+                    engine,
+                    sections={"admission": BENCH_ADMISSION, "server": {"services": ["feed"], "reflection": False}},
+                    env=server_env(folder),
+                )
+            )
+            await asyncio.to_thread(servers[-1].wait_serving, 1200)
+        channels = [
+            grpc.aio.insecure_channel(s.address, options=[("grpc.max_receive_message_length", 64 << 20)])
+            for s in servers
+        ]
+        stubs = [feed_service_pb2_grpc.FeedServiceStub(c) for c in channels]
+        in_flight = [0] * count
+
+        async def one(request: Any, replica: int | None = None) -> tuple[int, int]:
+            chosen = min(range(count), key=in_flight.__getitem__) if replica is None else replica
+            in_flight[chosen] += 1
+            try:
+                response = await stubs[chosen].RankPosts(request, timeout=3600)
+            finally:
+                in_flight[chosen] -= 1
+            return response.usage.prompt_token_count, response.usage.cached_prompt_token_count
+
+        target = f"rankposts x{count}"
+        for size in _ints(args.rank_sizes):
+            for concurrency in _ints(args.rank_concurrency):
+                requests = ranking_requests(size, args.rank_calls + count, _point_seed(args.seed, concurrency))
+                # One untimed call per replica puts the fixed instructions in its cache.
+                for i in range(count):
+                    await _timed(RankRun(target, True, size), [requests[i]], 1, lambda r, i=i: one(r, i))
+                run = RankRun(target, True, size, concurrency)
+                await _timed(run, requests[count:], concurrency, one)
+                runs.append(run)
+                print(f"genai bench ranking: {json.dumps(run.summary())}", flush=True)
+    except Exception as e:  # noqa: BLE001 - a replica that failed to start is reported, the run goes on
+        print(f"genai bench ranking: replicas failed: {type(e).__name__}: {str(e)[-2000:]}", flush=True)
+        failed = RankRun(f"rankposts x{count}", True, 0)
+        failed.errors.append(f"{type(e).__name__}: {str(e)[-300:]}")
+        runs.append(failed)
+    finally:
+        for channel in channels:
+            await channel.close()
+        await asyncio.gather(*(s.stop_async() for s in servers))
     return runs
 
 
@@ -328,6 +423,8 @@ def run(args: argparse.Namespace, model_path: str, model_label: str, engine_sect
             return 2
         runs = asyncio.run(_run_engine(args, model_path, engine_section, setting == "on"))
         results["runs"] += [r.summary() for r in runs]
+    if args.rank_replicas > 1:
+        results["runs"] += [r.summary() for r in asyncio.run(_run_replicas(args, model_path, engine_section))]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / f"{args.name}.md").write_text(markdown(results))
