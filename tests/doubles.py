@@ -27,7 +27,8 @@ class FakeEngine(Engine):
 
     A prompt's tokens are its words. Admission and the prompt-length check are the
     base class's, as for the real engine. Scores each item of a ScoreRequest with
-    `score_item(item)` as the first label's probability (default 0.5), after `delay_s`.
+    `score_item(item)` as the first label's probability, the others' 0 (default 0.5),
+    after `delay_s`.
     """
 
     def __init__(
@@ -100,9 +101,9 @@ class FakeEngine(Engine):
         items = []
         for item in request.items:
             p = self.score_item(item)
-            rest = (1.0 - p) / max(1, len(request.labels) - 1)
+            others = (-math.inf,) * (len(request.labels) - 1)
             tokens = shared + len(item.split())
-            items.append(ItemScore((p, *[rest] * (len(request.labels) - 1)), tokens, shared))
+            items.append(ItemScore((math.log(p) if p > 0 else -math.inf, *others), tokens, shared))
             call.stats.prompt_tokens += tokens
             call.stats.cached_prompt_tokens += shared
             call.stats.output_tokens += 1

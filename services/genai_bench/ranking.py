@@ -198,7 +198,7 @@ async def _run_engine(args: argparse.Namespace, model_path: str, engine_section:
 
     from genai_core.config import parse_config
     from genai_core.engine.call import CallContext
-    from genai_core.engine.vllm_engine import VllmEngine, label_probabilities, score_sampling_params
+    from genai_core.engine.vllm_engine import VllmEngine, label_logprobs, score_sampling_params
     from genai_bench.targets import BENCH_ADMISSION
     from genai_services.feed import convert, prompts
     from genai_services.host.server import start_server
@@ -228,7 +228,7 @@ async def _run_engine(args: argparse.Namespace, model_path: str, engine_section:
             ids, params, label_ids = request
             outs = await asyncio.gather(*(_raw_one(engine, p, params) for p in ids))
             for out in outs:
-                label_probabilities(out.outputs[0].logprobs[0], label_ids)
+                label_logprobs(out.outputs[0].logprobs[0], label_ids)
             return sum(len(p) for p in ids), sum(o.num_cached_tokens or 0 for o in outs)
 
         async def rankposts(request: Any) -> tuple[int, int]:

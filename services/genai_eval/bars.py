@@ -61,7 +61,9 @@ GATES: tuple[Threshold, ...] = (
     _t("search.correction_exact", ">=", 0.16, "misspelled queries corrected exactly"),
     _t("search.entity_recall", ">=", 0.15, "entity recall (type + span)"),
     _t("search.valid_expansion_sets", ">=", 0.80, "valid expansion sets"),
-    _t("feed.ndcg_at_3", ">=", 0.45, "NDCG@3"),
+    # 0.845 on test with audience prediction (feed-rank-v3); scores are single prefills,
+    # so less run-to-run drift than decoding, but the same margin.
+    _t("feed.ndcg_at_3", ">=", 0.79, "NDCG@3"),
     _t("all.error_calls", "<=", 0, "calls ending in an error status"),
 )
 

@@ -54,11 +54,18 @@ def test_scores_do_not_depend_on_position(channel: grpc.Channel) -> None:
 
 
 def test_scoring_is_counted_in_metrics(server: ServerProcess, channel: grpc.Channel) -> None:
+    stub = feed_grpc.FeedServiceStub(channel)
+    # Posts long enough to fill whole KV blocks; the second member's call ranks the same
+    # posts, whose prompts do not depend on the member: the prefix cache serves them.
+    request = rank_request(7, text="Lessons from migrating our job scheduler to Kubernetes, part " * 20)
+    stub.RankPosts(request, timeout=120)
     before = scrape(server.metrics_port)
-    feed_grpc.FeedServiceStub(channel).RankPosts(rank_request(7), timeout=120)
+    request.member.member_id, request.member.headline = "m-2", "Product designer"
+    response = stub.RankPosts(request, timeout=120)
     after = scrape(server.metrics_port)
     assert after["genai_scored_items_total"] - before.get("genai_scored_items_total", 0) == 7
-    assert after["genai_cached_prompt_tokens_total"] > before.get("genai_cached_prompt_tokens_total", 0)
+    cached = after["genai_cached_prompt_tokens_total"] - before.get("genai_cached_prompt_tokens_total", 0)
+    assert cached == response.usage.cached_prompt_token_count > response.usage.prompt_token_count / 2
 
 
 def test_cancelled_call_aborts_all_its_requests(server: ServerProcess, channel: grpc.Channel) -> None:

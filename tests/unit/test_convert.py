@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from genai.feed.v1 import feed_service_pb2 as feed_pb
 from genai.messaging.v1 import messaging_service_pb2 as msg_pb
@@ -207,12 +209,13 @@ def rank_input(n: int) -> RankPostsInput:
     )
 
 
-def scores(p_yes: list[float]) -> ScoreResult:
-    items = tuple(ItemScore((p, 1.0 - p), 10) for p in p_yes)
+def scores(p_words: list[float]) -> ScoreResult:
+    """Each post's probability of the member's first word; the second is impossible."""
+    items = tuple(ItemScore((math.log(p) if p else -math.inf, -math.inf), 10) for p in p_words)
     return ScoreResult(items, (1, 2), prompt_token_count=10 * len(items), output_token_count=len(items))
 
 
-def test_rank_orders_by_p_yes_with_ties_in_request_order():
+def test_rank_orders_by_probability_of_the_members_words_with_ties_in_request_order():
     ranked = feed_prompts.rank(rank_input(6), scores([0.5, 0.9, 0.5, 0.0, 0.5, 1.0]))
     assert [r.post_id for r in ranked] == ["p5", "p1", "p0", "p2", "p4", "p3"]
     assert [r.relevance_score for r in ranked] == [1.0, 0.9, 0.5, 0.5, 0.5, 0.0]
@@ -223,6 +226,14 @@ def test_rank_all_tied_keeps_request_order():
     ranked = feed_prompts.rank(rank_input(10), scores([0.42] * 10))
     assert [r.post_id for r in ranked] == [f"p{i}" for i in range(10)]
     assert {r.relevance_score for r in ranked} == {0.42}
+
+
+def test_rank_sums_each_distinct_token_once():
+    # Labels 0 and 1 share a token (e.g. " machine learning", " machine vision"): counted once.
+    item = ItemScore((math.log(0.2), math.log(0.2), math.log(0.1)), 10)
+    result = ScoreResult((item,), (7, 7, 9), prompt_token_count=10, output_token_count=1)
+    (ranked,) = feed_prompts.rank(rank_input(1), result)
+    assert ranked.relevance_score == pytest.approx(0.3)
 
 
 def test_rank_needs_one_score_per_candidate():

@@ -1,130 +1,98 @@
-"""Prompts for ranking feed posts by label probability, and for optional reasons. Version 2.
+"""Prompts for ranking feed posts by label probability, and for optional reasons. Version 3.
 
-Ranking asks one yes/no question per candidate and reads P(Yes) from the answer's
-first token (`Engine.score`): prefill only, no decoding loop. The order of the prompt
-is what makes the prefix cache work:
+Ranking asks, for each candidate, who should read the post, and reads from the answer's
+next token how likely the model is to name one of the member's own words (interests,
+headline, recent activity): prefill only, no decoding loop (`Engine.score`).
 
-    [instructions + worked examples]   identical for every call: cached across members
-    [member profile]                   identical for every candidate of a call: cached
-    [the candidate + the question]     per candidate
+    [instructions]                          identical for every post and member: cached
+    [the post + "Who should read this post?" + "People who work in"]   per post
 
-Nothing in a candidate's prompt depends on its position in the request, so the score
-has no position bias by construction.
+The member is not in the prompt, only in the labels read from it, so a post's prompt is
+the same for every member it is ranked for, and the prefix cache serves a post that
+is ranked for many members (a feed's candidate pool) after its first prefill. Nothing in
+a candidate's prompt depends on its position in the request or on the other
+candidates, so the score has no position bias by construction.
+
+Why not "Is this post relevant to the member? Yes or No" (version 2): the default 135M
+model barely separates relevant posts that way (NDCG@3 0.45 on the quality dev split,
+0.57 at best over nine variants of prompt, examples and calibration), while predicting a
+post's audience is what a language model does well (0.91 on dev; with the member in the
+prompt too, 0.68: the model then names the member whatever the post).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
-from genai_core.engine.types import ChatMessage, GenerationRequest, ScoreRequest, ScoreResult
+from genai_core.engine.types import (
+    MAX_SCORE_LABELS,
+    ChatMessage,
+    GenerationRequest,
+    ScoreRequest,
+    ScoreResult,
+)
 from genai_core.prompting import bullet_list, quote
 from genai_services.feed.domain import Member, Post, RankedPost, RankPostsInput
 
-PROMPT_VERSION = "feed-rank-v2"
+PROMPT_VERSION = "feed-rank-v3"
 REASON_MAX_CHARS = 160
 
-# The answer words whose first-token probabilities are compared; the question and the
-# examples below use exactly these words.
-LABELS = ("Yes", "No")
+SYSTEM = "You match posts of a professional network to the members who would want to read them."
+QUESTION = "Who should read this post?"
+ANSWER_PREFIX = "People who work in"
 
-QUESTION = "Is this post relevant to the member? Answer Yes or No."
-
-# Short and plain on purpose: with the default 135M model, XML-tagged profiles, a longer
-# system message and more examples all ranked worse (quick check: NDCG@3 0.52 tagged,
-# 0.70 plain without examples, 0.83 plain with the four examples below).
-SYSTEM = "You decide whether a post belongs in a member's professional feed. Answer with one word: Yes or No."
+# Words that say nothing about what a member works on or reads about.
+_FILLER = frozenset(
+    """a an and at for from in of on or the to with my our new senior junior lead head manager
+    liked commented shared read post posts article about""".split()
+)
+_WORD = re.compile(r"[^\W\d_][\w+#.-]*")
 
 
 def one_line(text: str) -> str:
-    """Member-written text on one line: it cannot start a line of its own and pose as
-    a field, a question or an answer of the prompt."""
+    """User-written text on one line: it cannot start a line of its own and pose as a
+    field, the question or the answer of the prompt."""
     return " ".join(text.split())
 
 
-def _joined(values: tuple[str, ...], sep: str) -> str:
-    return sep.join(one_line(v) for v in values) if values else "none"
-
-
-def profile_text(member: Member) -> str:
-    """The member's part of the question, the same for every candidate of a call."""
-    lines = [f"Member: {one_line(member.headline)}", f"Interests: {_joined(member.interests, ', ')}"]
-    if member.recent_activity:
-        lines.append(f"Recent activity: {_joined(member.recent_activity, '; ')}")
-    return "\n".join(lines)
-
-
 def candidate_text(post: Post) -> str:
-    """One candidate and the question: what follows the shared prefix for this post."""
-    return f"\nPost: {one_line(post.text)}\nTopics: {_joined(post.topics, ', ')}\n{QUESTION}"
+    """One candidate and the question: what follows the instructions for this post."""
+    topics = ", ".join(one_line(t) for t in post.topics) or "none"
+    return f"Post: {one_line(post.text)}\nTopics: {topics}\n{QUESTION}"
 
 
-def _example(headline: str, interests: tuple[str, ...], activity: tuple[str, ...], text: str, topic: str) -> str:
-    return profile_text(Member("example", headline, interests, activity)) + candidate_text(
-        Post("example", "example", text, (topic,))
-    )
+def member_words(member: Member) -> tuple[str, ...]:
+    """The answers that name this member, each with the space that follows the prefix.
 
-
-# Worked examples, fixed (so part of the cached prefix): relevant and irrelevant posts
-# alternate, for members of different fields, so neither answer nor field is favoured.
-EXAMPLES: tuple[tuple[str, str], ...] = (
-    (
-        _example(
-            "Backend engineer at a payments startup",
-            ("python", "postgresql"),
-            ("liked a post about database indexing",),
-            "How we cut our Postgres query times in half with partial indexes.",
-            "databases",
-        ),
-        "Yes",
-    ),
-    (
-        _example(
-            "Registered nurse in a pediatric ward",
-            ("patient care",),
-            ("commented on a post about night shifts",),
-            "Five tips for tuning your Kubernetes cluster autoscaler.",
-            "kubernetes",
-        ),
-        "No",
-    ),
-    (
-        _example(
-            "Marketing manager at a consumer brand",
-            ("brand strategy", "social media"),
-            (),
-            "What our last social media campaign taught us about brand voice.",
-            "marketing",
-        ),
-        "Yes",
-    ),
-    (
-        _example(
-            "Data scientist at an insurance company",
-            ("machine learning", "statistics"),
-            (),
-            "Our bakery's new sourdough recipe is finally ready!",
-            "food",
-        ),
-        "No",
-    ),
-)
+    Interests first (each as written: its first word is what is read), then the words
+    of the headline and of recent activity without filler; case-insensitively distinct,
+    at most MAX_SCORE_LABELS. A headline of filler alone still names the member.
+    """
+    words = [one_line(i) for i in member.interests]
+    for text in (member.headline, *member.recent_activity):
+        words += [w.strip(".-") for w in _WORD.findall(text) if w.casefold().strip(".-") not in _FILLER]
+    distinct = list({w.casefold(): w for w in reversed([w for w in words if w])}.values())[::-1]
+    return tuple(" " + w for w in (distinct or [one_line(member.headline)])[:MAX_SCORE_LABELS])
 
 
 def build_score_request(data: RankPostsInput) -> ScoreRequest:
-    """One yes/no question per candidate, sharing the instructions, examples and profile."""
-    messages = [ChatMessage("system", SYSTEM)]
-    for question, answer in EXAMPLES:
-        messages += [ChatMessage("user", question), ChatMessage("assistant", answer)]
-    messages.append(ChatMessage("user", profile_text(data.member)))
+    """One audience question per candidate; the member's words are the labels."""
     return ScoreRequest(
-        messages=tuple(messages),
+        messages=(ChatMessage("system", SYSTEM), ChatMessage("user", "")),
         items=tuple(candidate_text(post) for post in data.candidates),
-        labels=LABELS,
+        labels=member_words(data.member),
+        answer_prefix=ANSWER_PREFIX,
     )
 
 
 def rank(data: RankPostsInput, scores: ScoreResult) -> list[RankedPost]:
-    """Candidates ordered by P(Yes) / (P(Yes) + P(No)); ties keep the request's order.
+    """Candidates ordered by the probability that the model names one of the member's
+    words as the post's audience; ties keep the request's order.
+
+    The score of a post is the sum of P(token) over the distinct first tokens of the
+    member's words: a probability in [0, 1], comparable between the posts of one call.
 
     Args:
         data: the validated request.
@@ -132,14 +100,11 @@ def rank(data: RankPostsInput, scores: ScoreResult) -> list[RankedPost]:
     Returns:
         Every candidate once, without reasons.
     """
-    ranked = [
-        RankedPost(
-            post_id=post.post_id,
-            relevance_score=item.label_probabilities[LABELS.index("Yes")],
-            reason="",
-        )
-        for post, item in zip(data.candidates, scores.items, strict=True)
-    ]
+    ranked = []
+    for post, item in zip(data.candidates, scores.items, strict=True):
+        distinct = dict(zip(scores.label_token_ids, item.label_logprobs, strict=True))
+        probability = sum(math.exp(lp) for lp in distinct.values())
+        ranked.append(RankedPost(post_id=post.post_id, relevance_score=min(1.0, probability), reason=""))
     return sorted(ranked, key=lambda r: -r.relevance_score)
 
 

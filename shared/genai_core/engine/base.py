@@ -22,6 +22,7 @@ from genai_core.engine.types import (
     GenerationChunk,
     GenerationRequest,
     GenerationResult,
+    MAX_SCORE_LABELS,
     ScoreRequest,
     ScoreResult,
 )
@@ -199,12 +200,14 @@ class Engine(abc.ABC):
         still in the engine.
 
         Raises:
-            ValueError: the labels' first tokens are not distinct.
+            ValueError: no labels, more than MAX_SCORE_LABELS, or a label without a token.
             PromptTooLong: an item's prompt does not fit the model's context.
             Overloaded / DeadlineTooShort: refused by admission control.
             RequestTimedOut: `call.deadline` passed while scoring (all items aborted).
             EngineNotReady / EngineDead: the engine cannot serve.
         """
+        if not 1 <= len(request.labels) <= MAX_SCORE_LABELS:
+            raise ValueError(f"a score request takes 1-{MAX_SCORE_LABELS} labels, got {len(request.labels)}")
         labels = (call.service, call.method)
         before = (call.stats.prompt_tokens, call.stats.cached_prompt_tokens, call.stats.output_tokens)
         try:

@@ -87,39 +87,48 @@ class EngineStats:
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """Items to score by the probability of each label as the answer's first token.
+    """Items to score by the probability of each label as the answer's next token.
 
     Each item becomes one engine request that generates a single token: `messages`
     rendered by the chat template with the item appended to the content of the last
-    message (a user message). Everything before the item is one token prefix shared by
-    all items of the request, so the prefix cache computes it once per call; put what
-    varies least first (instructions, examples), then what the items share (e.g. a
-    member profile), and leave everything item-specific to the items.
+    message (a user message), then `answer_prefix` as the start of the answer.
+    Everything before the item is one token prefix shared by all items of the request,
+    so the prefix cache computes it once per call; put what varies least first
+    (instructions, examples), then what the items share, and leave everything
+    item-specific to the items.
 
     Attributes:
         messages: the shared part; the last message is the one each item completes.
         items: the texts to score, each appended to the last message as is.
-        labels: the answers whose probabilities are read, e.g. ("Yes", "No"); each is
-            read through its first token, so the labels' first tokens must differ.
+        labels: the answers whose probabilities are read, e.g. ("Yes", "No") or words
+            with a leading space after an answer prefix; each is read through its first
+            token, so labels that share a first token get the same value. At most
+            MAX_SCORE_LABELS.
+        answer_prefix: text the answer starts with; the labels are what may follow it.
     """
 
     messages: tuple[ChatMessage, ...]
     items: tuple[str, ...]
     labels: tuple[str, ...] = ("Yes", "No")
+    answer_prefix: str = ""
+
+
+MAX_SCORE_LABELS = 20
+"""Labels per ScoreRequest: vLLM returns at most `max_logprobs` (default 20) per token."""
 
 
 @dataclass(frozen=True)
 class ItemScore:
-    """One item's answer: how likely each label is, relative to the other labels.
+    """One item's answer: how likely each label is as the answer's next token.
 
     Attributes:
-        label_probabilities: P(label i) / sum over labels of P(label), in the order of
-            `ScoreRequest.labels`; sums to 1.
+        label_logprobs: log P(label i's first token), in the order of
+            `ScoreRequest.labels`; -inf where the engine reported none.
         prompt_token_count: the item's whole prompt, shared prefix included.
         cached_prompt_token_count: of those, tokens served from the prefix cache.
     """
 
-    label_probabilities: tuple[float, ...]
+    label_logprobs: tuple[float, ...]
     prompt_token_count: int
     cached_prompt_token_count: int = 0
 
@@ -134,6 +143,7 @@ class ScoreResult:
 
     items: tuple[ItemScore, ...]
     label_token_ids: tuple[int, ...]
+    """Each label's first token, in the order of the labels (equal for labels that share it)."""
     prompt_token_count: int
     output_token_count: int
     cached_prompt_token_count: int = 0

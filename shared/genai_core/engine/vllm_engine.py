@@ -212,7 +212,7 @@ ENGINE_SHUTDOWN_TIMEOUT_S = 30.0
 _ITEM_MARK = "\ue000"
 
 # Used only by a vLLM without `SamplingParams.logprob_token_ids`: the top-k logprobs
-# (the labels are nearly always among them; a missing one is bounded by the smallest).
+# (a label outside them counts as impossible).
 _FALLBACK_TOP_LOGPROBS = 20
 
 
@@ -225,7 +225,8 @@ def score_sampling_params(label_token_ids: tuple[int, ...]) -> Any:
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
-    params: dict[str, Any] = {"logprob_token_ids": list(label_token_ids)}
+    # Labels may share a first token; vLLM wants each id once.
+    params: dict[str, Any] = {"logprob_token_ids": list(dict.fromkeys(label_token_ids))}
     if "logprob_token_ids" not in getattr(SamplingParams, "__struct_fields__", ("logprob_token_ids",)):
         params = {"logprobs": _FALLBACK_TOP_LOGPROBS}
     return SamplingParams(
@@ -233,17 +234,10 @@ def score_sampling_params(label_token_ids: tuple[int, ...]) -> Any:
     )
 
 
-def label_probabilities(logprobs: dict[int, Any], label_token_ids: tuple[int, ...]) -> tuple[float, ...]:
-    """P(label) / sum of P(labels) from one position's logprobs (Logprob objects or floats)."""
+def label_logprobs(logprobs: dict[int, Any], label_token_ids: tuple[int, ...]) -> tuple[float, ...]:
+    """log P of each label's token from one position's logprobs (Logprob objects or floats)."""
     values = {k: float(getattr(v, "logprob", v)) for k, v in logprobs.items()}
-    floor = min(values.values(), default=0.0)
-    chosen = [values.get(t, floor) for t in label_token_ids]
-    top = max(chosen)
-    if top == -math.inf:
-        return tuple(1.0 / len(chosen) for _ in chosen)
-    weights = [math.exp(lp - top) for lp in chosen]
-    total = sum(weights)
-    return tuple(w / total for w in weights)
+    return tuple(values.get(t, -math.inf) for t in label_token_ids)
 
 
 class VllmEngine(Engine):
@@ -278,7 +272,6 @@ class VllmEngine(Engine):
         # last got some (see `_owed_output`).
         self._in_flight = 0
         self._last_progress = time.monotonic()
-        self._label_ids: dict[tuple[str, ...], tuple[int, ...]] = {}
         self._score_calls = 0
         self._scored_items = 0
 
@@ -464,19 +457,18 @@ class VllmEngine(Engine):
         return dataclasses.replace(self._stats, score_calls=self._score_calls, scored_items=self._scored_items)
 
     def label_token_ids(self, labels: tuple[str, ...]) -> tuple[int, ...]:
-        """Each label's first token id (as the answer's first token), resolved once.
+        """Each label's first token id (as the answer's next token).
+
+        Not cached: labels may be per call (a member's words), and a batch tokenization
+        of twenty words takes microseconds.
 
         Raises:
-            ValueError: a label has no token, or two labels share their first token.
+            ValueError: a label has no token.
         """
-        ids = self._label_ids.get(labels)
-        if ids is None:
-            encoded = [self._tokenizer(label, add_special_tokens=False)["input_ids"] for label in labels]
-            if not all(encoded) or len({e[0] for e in encoded}) != len(labels):
-                raise ValueError(f"labels {labels!r} need distinct first tokens, got {encoded!r}")
-            ids = self._label_ids[labels] = tuple(e[0] for e in encoded)
-            log.info("score_labels_resolved", labels=list(labels), token_ids=list(ids))
-        return ids
+        encoded = self._tokenizer(list(labels), add_special_tokens=False)["input_ids"]
+        if not all(encoded):
+            raise ValueError(f"every label needs a token, got {list(zip(labels, encoded))!r}")
+        return tuple(e[0] for e in encoded)
 
     def render_score_prompts(self, request: ScoreRequest) -> tuple[list[int], list[list[int]]]:
         """The shared prefix's token ids and each item's remaining ids.
@@ -493,6 +485,7 @@ class VllmEngine(Engine):
         before, mark, after = text.partition(_ITEM_MARK)
         if not mark:
             raise ValueError("the chat template dropped the last message's content")
+        after += request.answer_prefix
         prefix = list(self._tokenizer(before, add_special_tokens=False)["input_ids"])
         rest = self._tokenizer([item + after for item in request.items], add_special_tokens=False)["input_ids"]
         return prefix, [list(ids) for ids in rest]
@@ -538,7 +531,7 @@ class VllmEngine(Engine):
             call.stats.cached_prompt_tokens += cached
             call.stats.output_tokens += 1
             return ItemScore(
-                label_probabilities=label_probabilities(final.outputs[0].logprobs[0], label_ids),
+                label_logprobs=label_logprobs(final.outputs[0].logprobs[0], label_ids),
                 prompt_token_count=len(ids),
                 cached_prompt_token_count=cached,
             )
