@@ -114,6 +114,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--rank-prefix-caching", default="on,off", help="engine runs with prefix caching on and/or off"
     )
     p.add_argument(
+        "--rank-pool",
+        type=int,
+        default=0,
+        help="draw every call's candidates from one pool of this many posts (default 0: each call its own posts)",
+    )
+    p.add_argument(
         "--rank-replicas",
         type=int,
         default=1,
@@ -163,11 +169,25 @@ class RankRun:
         }
 
 
-def ranking_requests(size: int, count: int, seed: int = 0) -> list[Any]:
-    """`count` RankPosts requests of exactly `size` candidates (the mixed workload's members and posts)."""
+def ranking_requests(size: int, count: int, seed: Any = 0, pool: int = 0) -> list[Any]:
+    """`count` RankPosts requests of exactly `size` candidates (the mixed workload's members and posts).
+
+    With `pool`, every request's candidates are drawn from one set of that many posts,
+    as a feed ranks the same fresh posts for many members; without, each request has
+    posts of its own.
+    """
     from genai_bench.workload import _Words, make_feed
 
-    return [make_feed(_Words(random.Random(f"{seed}:rank:{size}:{i}")), i, (size, size)) for i in range(count)]
+    requests = [make_feed(_Words(random.Random(f"{seed}:rank:{size}:{i}")), i, (size, size)) for i in range(count)]
+    if pool:
+        if pool < size:
+            raise ValueError(f"a pool of {pool} posts cannot fill calls of {size} candidates")
+        shared = list(make_feed(_Words(random.Random(f"{seed}:pool")), 0, (pool, pool)).candidates)
+        draw = random.Random(f"{seed}:draw:{size}")
+        for request in requests:
+            del request.candidates[:]
+            request.candidates.extend(draw.sample(shared, size))
+    return requests
 
 
 async def _timed(run: RankRun, calls: list[Any], concurrency: int, one: Any) -> None:
@@ -252,7 +272,9 @@ async def _run_engine(args: argparse.Namespace, model_path: str, engine_section:
             if size in (listwise_sizes if target == "listwise" else sizes)
         ]
         for target, size, concurrency in points:
-            requests = ranking_requests(size, args.rank_calls + 1, _point_seed(args.seed, concurrency))
+            requests = ranking_requests(
+                size, args.rank_calls + 1, _point_seed(args.seed, concurrency), args.rank_pool
+            )
             if target == "raw":
                 prepared = []
                 for r in requests:
@@ -347,7 +369,9 @@ async def _run_replicas(args: argparse.Namespace, model_path: str, engine_sectio
         target = f"rankposts x{count}"
         for size in _ints(args.rank_sizes):
             for concurrency in _ints(args.rank_concurrency):
-                requests = ranking_requests(size, args.rank_calls + count, _point_seed(args.seed, concurrency))
+                requests = ranking_requests(
+                    size, args.rank_calls + count, _point_seed(args.seed, concurrency), args.rank_pool
+                )
                 # One untimed call per replica puts the fixed instructions in its cache.
                 for i in range(count):
                     await _timed(RankRun(target, True, size), [requests[i]], 1, lambda r, i=i: one(r, i))

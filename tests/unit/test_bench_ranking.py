@@ -35,3 +35,13 @@ def test_summary_and_markdown() -> None:
     text = ranking.markdown({"model_label": "m", "command": "genai bench", "runs": [summary, failed]})
     assert "| rankposts | on | 100 | 8 | 3 | 60.0 |" in text
     assert "- listwise, prefix cache off, 20 per call: PromptTooLong: x" in text
+
+
+def test_pooled_requests_share_their_posts_and_keep_their_members() -> None:
+    requests = ranking.ranking_requests(10, 4, seed=1, pool=25)
+    ids = [{c.post_id for c in r.candidates} for r in requests]
+    assert all(len(i) == 10 for i in ids)
+    assert len(set().union(*ids)) <= 25 and len(set().union(*ids)) > 10
+    assert len({r.member.member_id for r in requests}) == 4
+    with pytest.raises(ValueError):
+        ranking.ranking_requests(10, 1, pool=5)
