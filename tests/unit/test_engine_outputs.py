@@ -105,3 +105,28 @@ def test_freeze_heap_moves_live_objects_out_of_collections() -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_score_takes_one_to_twenty_labels() -> None:
+    import pytest
+
+    from genai_core.engine.types import MAX_SCORE_LABELS, ScoreRequest
+
+    fake = FakeEngine(lambda r: "", score_item=lambda item: 0.25)
+    head = (ChatMessage("user", "q"),)
+    for labels in ((), tuple(f" w{i}" for i in range(MAX_SCORE_LABELS + 1))):
+        with pytest.raises(ValueError):
+            asyncio.run(fake.score(ScoreRequest(head, ("a",), labels), call("Score")))
+    assert fake.score_requests == []  # refused before the engine saw it
+    labels = tuple(f" w{i}" for i in range(MAX_SCORE_LABELS))
+    result = asyncio.run(fake.score(ScoreRequest(head, ("a", "b"), labels), call("Score")))
+    assert len(result.items) == 2 and len(result.items[0].label_logprobs) == MAX_SCORE_LABELS
+
+
+def test_score_sampling_params_ask_each_token_once() -> None:
+    from genai_core.engine.vllm_engine import label_logprobs, score_sampling_params
+
+    params = score_sampling_params((7, 7, 9))
+    assert params.logprob_token_ids == [7, 9] and params.max_tokens == 1
+    # Labels that share a token get its value; a token the engine did not report is -inf.
+    assert label_logprobs({7: -1.0, 9: -2.0}, (7, 7, 9, 11)) == (-1.0, -1.0, -2.0, float("-inf"))
