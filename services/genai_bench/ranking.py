@@ -302,7 +302,8 @@ async def _run_engine(args: argparse.Namespace, model_path: str, engine_section:
 
 
 def _point_seed(seed: int, concurrency: int) -> str:
-    """Each load point ranks other members, so no point reads profiles an earlier one cached."""
+    """Each load point ranks other members and posts (a pool of its own): no point reads what
+    an earlier one put in the prefix cache."""
     return f"{seed}:{concurrency}"
 
 
