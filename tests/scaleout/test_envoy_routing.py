@@ -325,5 +325,9 @@ def test_sigterm_on_a_replica_during_traffic_loses_no_request(cluster: Cluster) 
     assert (
         end[victim.port]["rq_total"] == after_exit[victim.port]["rq_total"]
     )  # no traffic once gone
+    # Traffic goes on through the survivors once the victim is gone; counted together, since
+    # a 6 s window holds only a few search calls on 2 cores and the ORCA weights may send
+    # them all to one survivor (a CI run saw one survivor get none in that window).
     survivors = [r.port for r in cluster.replicas[:2]]
-    assert all(end[p]["rq_total"] > after_exit[p]["rq_total"] for p in survivors), end
+    assert sum(end[p]["rq_total"] - after_exit[p]["rq_total"] for p in survivors) > 0, end
+    assert all(end[p]["rq_total"] > before[i][0] for i, p in enumerate(survivors)), (before, end)
