@@ -286,8 +286,8 @@ async def _run_engine(args: argparse.Namespace, model_path: str, engine_section:
             else:
                 one = rankposts if target == "rankposts" else listwise
             # Every target gets the same requests: forget what the previous point
-            # cached (its members' profiles), then one untimed call puts the fixed
-            # instructions and examples in the cache (when on), as in steady serving.
+            # cached, then one untimed call puts the fixed instructions in the cache
+            # (when on), as in steady serving.
             await engine.reset_prefix_cache()
             await _timed(RankRun(target, prefix, size), requests[:1], 1, one)
             run = RankRun(target, prefix, size, concurrency)

@@ -464,3 +464,8 @@ def test_rewrite_budget_grows_with_limit(limit):
     assert msg_prompts.build_rewrite_draft_request(RewriteDraftInput("d", Tone.CONCISE, limit)).max_output_tokens == tokens
 
 
+
+
+def test_feed_member_words_keep_the_first_spelling_and_place():
+    member = Member("m", "Kubernetes engineer", ("kubernetes", "terraform"), ())
+    assert feed_prompts.member_words(member) == (" kubernetes", " terraform", " engineer")

@@ -73,8 +73,11 @@ def member_words(member: Member) -> tuple[str, ...]:
     words = [one_line(i) for i in member.interests]
     for text in (member.headline, *member.recent_activity):
         words += [w.strip(".-") for w in _WORD.findall(text) if w.casefold().strip(".-") not in _FILLER]
-    distinct = list({w.casefold(): w for w in reversed([w for w in words if w])}.values())[::-1]
-    return tuple(" " + w for w in (distinct or [one_line(member.headline)])[:MAX_SCORE_LABELS])
+    distinct: dict[str, str] = {}
+    for w in words:
+        if w:
+            distinct.setdefault(w.casefold(), w)
+    return tuple(" " + w for w in (list(distinct.values()) or [one_line(member.headline)])[:MAX_SCORE_LABELS])
 
 
 def build_score_request(data: RankPostsInput) -> ScoreRequest:
