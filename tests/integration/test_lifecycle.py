@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -44,11 +45,12 @@ def watch_health(server: ServerProcess, seen: list[int], stop: threading.Event) 
     return thread
 
 
-# Two sequences at a time, so the work each test starts lasts 10-20 s (a call takes 1-3 s
-# on the tiny model) and a fixed second after starting it, calls are certainly in flight.
-# Waiting for vLLM's running count on /metrics instead was not reliable here: on 2 cores,
-# with the engine's processes busy, a scrape sometimes got its answer only after every
-# call had ended (seen in CI and locally; open). The grace lets all of it drain.
+# Two sequences at a time, so the work each test starts lasts seconds. Each test acts once
+# a probe stream has sent its first piece: generation is then certainly under way. A fixed
+# sleep was not enough (sampled rewrites of the tiny model sometimes end early: CI once saw
+# all sixteen calls finish within a second), and waiting for vLLM's running count on
+# /metrics was not reliable on 2 busy cores (the scrape sometimes answered only after
+# every call had ended). The grace lets all of it drain.
 MAX_NUM_SEQS = 2
 GRACE_S = 60
 
@@ -76,11 +78,14 @@ def test_sigterm_under_load_finishes_in_flight_calls(own_server: ServerProcess) 
     stub = msg_grpc.MessagingServiceStub(channel)
     request = msg_pb.RewriteDraftRequest(draft="word " * 100, tone=msg_pb.TONE_FRIENDLY, max_length_chars=1500)
     # Twelve waves of MAX_NUM_SEQS.
+    probe = long_stream(stub)
     in_flight = [stub.RewriteDraft.future(request, timeout=120) for _ in range(24)]
-    time.sleep(1.0)  # admitted and generating: the work lasts 10-20 s
+    next(probe)
     own_server.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     results = [f.exception() for f in in_flight]
+    for _ in probe:  # finishes; were it cut off, this would raise
+        pass
     code = own_server.process.wait(timeout=60)
     log = own_server.log()
     drained = log[log.index('"shutting_down"') :].count('"rpc_finished"') if '"shutting_down"' in log else 0
@@ -94,6 +99,14 @@ def test_sigterm_under_load_finishes_in_flight_calls(own_server: ServerProcess) 
     assert code == 0, own_server.log()[-3000:]
     assert health_pb2.HealthCheckResponse.NOT_SERVING in seen, seen  # seen before exit
     assert seen[0] == health_pb2.HealthCheckResponse.SERVING
+
+
+def long_stream(stub: msg_grpc.MessagingServiceStub) -> Iterator[msg_pb.StreamRewriteDraftResponse]:
+    """A long rewrite stream, started: `next()` on it returns once it is generating."""
+    return stub.StreamRewriteDraft(
+        msg_pb.StreamRewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_CASUAL, max_length_chars=2000),
+        timeout=120,
+    )
 
 
 def _error_reason(error: grpc.RpcError) -> str | None:
@@ -111,8 +124,9 @@ def test_new_calls_refused_while_draining(own_server: ServerProcess) -> None:
     stub = msg_grpc.MessagingServiceStub(channel)
     # Eight waves of MAX_NUM_SEQS: the drain certainly outlasts the new call.
     long = msg_pb.RewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_FRIENDLY, max_length_chars=2000)
+    probe = long_stream(stub)
     in_flight = [stub.RewriteDraft.future(long, timeout=120) for _ in range(16)]
-    time.sleep(1.0)  # admitted and generating: the work lasts 10-20 s
+    next(probe)
     own_server.process.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     with pytest.raises(grpc.RpcError) as info:
@@ -121,6 +135,8 @@ def test_new_calls_refused_while_draining(own_server: ServerProcess) -> None:
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
     assert _error_reason(info.value) == "SERVER_DRAINING"
     assert [f.exception() for f in in_flight] == [None] * 16
+    for _ in probe:  # finishes; were it cut off, this would raise
+        pass
     assert own_server.process.wait(timeout=60) == 0
     channel.close()
     print(f"refused while draining with SERVER_DRAINING; {still_running}/16 in-flight calls were still running")
@@ -130,9 +146,9 @@ def test_killed_engine_fails_calls_and_exits_nonzero(own_server: ServerProcess) 
     channel = grpc.insecure_channel(own_server.address)
     stub = msg_grpc.MessagingServiceStub(channel)
     request = msg_pb.StreamRewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_CASUAL, max_length_chars=2000)
-    # Eight waves of MAX_NUM_SEQS: most are certainly in flight at the kill.
-    streams = [stub.StreamRewriteDraft(request, timeout=60) for _ in range(16)]
-    time.sleep(1.0)  # admitted and generating: the work lasts 10-20 s
+    # Eight waves of MAX_NUM_SEQS, the first certainly generating at the kill.
+    streams = [long_stream(stub)] + [stub.StreamRewriteDraft(request, timeout=60) for _ in range(15)]
+    next(streams[0])
     killed_at = time.monotonic()
     os.kill(engine_core_pid(own_server.process.pid), signal.SIGKILL)
     codes = []
@@ -144,7 +160,7 @@ def test_killed_engine_fails_calls_and_exits_nonzero(own_server: ServerProcess) 
         except grpc.RpcError as e:
             codes.append(e.code())
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
-    assert grpc.StatusCode.UNAVAILABLE in codes, codes
+    assert grpc.StatusCode.UNAVAILABLE in codes, (codes, own_server.log()[-3000:])
     try:
         search_grpc.SearchServiceStub(channel).UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"), timeout=10)
         raise AssertionError("a call succeeded on a dead engine")
@@ -164,8 +180,8 @@ def test_second_sigterm_aborts_remaining_calls(own_server: ServerProcess) -> Non
     stub = msg_grpc.MessagingServiceStub(channel)
     request = msg_pb.StreamRewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_CASUAL, max_length_chars=2000)
     # Sixteen waves of MAX_NUM_SEQS: work certainly remains at the second signal.
-    streams = [stub.StreamRewriteDraft(request, timeout=120) for _ in range(32)]
-    time.sleep(1.0)  # admitted and generating: the work lasts 10-20 s
+    streams = [long_stream(stub)] + [stub.StreamRewriteDraft(request, timeout=120) for _ in range(32)]
+    next(streams[0])
     own_server.process.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     signalled = time.monotonic()
