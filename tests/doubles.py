@@ -27,8 +27,8 @@ class FakeEngine(Engine):
 
     A prompt's tokens are its words. Admission and the prompt-length check are the
     base class's, as for the real engine. Scores each item of a ScoreRequest with
-    `score_item(item)` as the first label's probability, the others' 0 (default 0.5),
-    after `delay_s`.
+    `score_item(item)`: the first label's probability, the others' 0 (default 0.5), or
+    one probability per label; after `delay_s`.
     """
 
     def __init__(
@@ -37,7 +37,7 @@ class FakeEngine(Engine):
         delay_s: float = 0.0,
         admission: AdmissionConfig | None = None,
         max_model_len: int = 8192,
-        score_item: Callable[[str], float] = lambda item: 0.5,
+        score_item: Callable[[str], float | Sequence[float]] = lambda item: 0.5,
     ) -> None:
         super().__init__("fake-model", max_model_len, admission)
         self.respond = respond
@@ -101,9 +101,10 @@ class FakeEngine(Engine):
         items = []
         for item in request.items:
             p = self.score_item(item)
-            others = (-math.inf,) * (len(request.labels) - 1)
+            probabilities = (p, *(0.0,) * (len(request.labels) - 1)) if isinstance(p, float | int) else tuple(p)
             tokens = shared + len(item.split())
-            items.append(ItemScore((math.log(p) if p > 0 else -math.inf, *others), tokens, shared))
+            logprobs = tuple(math.log(q) if q > 0 else -math.inf for q in probabilities)
+            items.append(ItemScore(logprobs, tokens, shared))
             call.stats.prompt_tokens += tokens
             call.stats.cached_prompt_tokens += shared
             call.stats.output_tokens += 1

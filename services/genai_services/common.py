@@ -14,13 +14,13 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from genai_core.engine.base import Engine
 from genai_core.engine.call import CallContext, CallStats
-from genai_core.engine.types import GenerationChunk, GenerationRequest, GenerationResult, ScoreResult
+from genai_core.engine.types import GenerationChunk, GenerationRequest, GenerationResult, ScoreRequest, ScoreResult
 from genai_core.errors import ModelOutputInvalid
 
 log = structlog.get_logger(__name__)
 
 REQUIRED: Any = object()
-"""A generation whose invalid output fails the whole call (see `generate_concurrently`)."""
+"""A generation whose invalid output fails the whole call (see `run_concurrently`)."""
 
 
 def usage_to_pb(result: GenerationResult | GenerationChunk, model: str) -> usage_pb2.Usage:
@@ -42,18 +42,19 @@ def total_usage_to_pb(results: Sequence[GenerationResult | ScoreResult], model: 
     )
 
 
-async def generate_concurrently(
+async def run_concurrently(
     engine: Engine,
-    requests: Sequence[GenerationRequest],
+    requests: Sequence[GenerationRequest | ScoreRequest],
     call: CallContext,
     fallbacks: Sequence[Any] | None = None,
-) -> list[GenerationResult]:
-    """Run several generations of one call at once (they batch in the engine).
+) -> list[Any]:
+    """Run several engine requests of one call at once (they batch in the engine).
 
-    A request with a `json_schema` goes to `Engine.generate_json` (its result parsed), any
-    other to `Engine.generate`.
+    A ScoreRequest goes to `Engine.score` (a ScoreResult back), a GenerationRequest with a
+    `json_schema` to `Engine.generate_json` (its result parsed), any other to
+    `Engine.generate`.
 
-    Each generation gets its own engine request id (`<call id>-<i>`: the engine rejects
+    Each request gets its own engine request id (`<call id>-<i>`: the engine rejects
     duplicates) and its own stats; the call's stats then hold their sum, so the call is
     logged and metered as a whole.
 
@@ -63,19 +64,22 @@ async def generate_concurrently(
             part of the answer is then left out instead of failing the call. `REQUIRED`
             (every request, when None) fails the call.
     Raises:
-        PromptTooLong: a request does not fit the context (raised before any runs).
+        PromptTooLong: a generation's prompt does not fit the context (raised before any runs).
         ModelOutputInvalid (of a required generation) and every other error of
-            `Engine.generate` and `Engine.generate_json`: the first one raised; the other generations are
-            cancelled (and so aborted in the engine).
+            `Engine.generate`, `Engine.generate_json` and `Engine.score`: the first one
+            raised; the other requests are cancelled (and so aborted in the engine).
     """
     # All or nothing: a prompt that cannot fit fails the call before any generation runs.
     for request in requests:
-        engine.check_prompt_fits(request)
+        if isinstance(request, GenerationRequest):
+            engine.check_prompt_fits(request)
     calls = [
         dataclasses.replace(call, request_id=f"{call.request_id}-{i}", stats=CallStats()) for i in range(len(requests))
     ]
 
-    async def one(request: GenerationRequest, sub: CallContext, fallback: Any) -> GenerationResult:
+    async def one(request: GenerationRequest | ScoreRequest, sub: CallContext, fallback: Any) -> Any:
+        if isinstance(request, ScoreRequest):
+            return await engine.score(request, sub)
         try:
             if request.json_schema is None:
                 return await engine.generate(request, sub)

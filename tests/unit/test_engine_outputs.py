@@ -118,6 +118,9 @@ def test_score_takes_one_to_twenty_labels() -> None:
         with pytest.raises(ValueError):
             asyncio.run(fake.score(ScoreRequest(head, ("a",), labels), call("Score")))
     assert fake.score_requests == []  # refused before the engine saw it
+    with pytest.raises(ValueError):  # item answers, when given, are one per item
+        asyncio.run(fake.score(ScoreRequest(head, ("a", "b"), (" w",), item_answers=("x",)), call("Score")))
+    assert fake.score_requests == []
     labels = tuple(f" w{i}" for i in range(MAX_SCORE_LABELS))
     result = asyncio.run(fake.score(ScoreRequest(head, ("a", "b"), labels), call("Score")))
     assert len(result.items) == 2 and len(result.items[0].label_logprobs) == MAX_SCORE_LABELS

@@ -99,11 +99,12 @@ def test_priorities_and_deadlines_reach_the_engine() -> None:
         before = time.monotonic()
         stub.UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"), timeout=5)
         stub.UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"))
-    # UnderstandQuery makes one engine request per step (4); every step gets the call's priority and deadline.
-    assert len(fake.calls) == 8
+    # UnderstandQuery makes one engine request per step (3 generations, 2 readings of the
+    # entity spans); every step gets the call's priority and deadline.
+    assert len(fake.calls) == 10
     short, unbounded = fake.calls[0], fake.calls[-1]
     assert {c.priority for c in fake.calls} == {3}
-    assert {c.deadline for c in fake.calls[:4]} == {short.deadline}
+    assert {c.deadline for c in fake.calls[:5]} == {short.deadline}
     assert short.priority == 3
     assert short.deadline is not None and before + 3 < short.deadline <= before + 5.5
     # No client deadline: the server's maximum request time applies.
@@ -174,7 +175,7 @@ def test_admitted_request_leaves_the_queue() -> None:
     fake = FakeEngine(respond)
     with in_process_server(fake) as (channel, _):
         search_grpc.SearchServiceStub(channel).UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"))
-    assert len(fake.requests) == 4  # one per UnderstandQuery step
+    assert (len(fake.requests), len(fake.score_requests)) == (3, 2)  # one per UnderstandQuery step
     assert (fake.admission.waiting, fake.admission.waiting_tokens) == (0, 0)
     # The steps' starts were counted: several starts give a drain rate.
     assert fake.admission.drain_rate() is not None

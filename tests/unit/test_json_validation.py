@@ -43,7 +43,8 @@ def test_values_off_the_schema_are_rejected(value: object) -> None:
         r.json_schema
         for q in ("j", "java jobs", "q" * 256, " ".join(["ab"] * 85))
         for n in (1, 3, 10)
-        for r in search_prompts.build_understand_query_requests(UnderstandQueryInput(q, "", n)).all()
+        for built in [search_prompts.build_understand_query_requests(UnderstandQueryInput(q, "", n))]
+        for r in (built.intent, built.correction, built.expansions)
     ],
 )
 def test_service_schemas_are_valid_json_schemas(schema: dict) -> None:

@@ -23,6 +23,7 @@ from servers import in_process_server
 from genai_core.engine.types import GenerationRequest
 from genai_core.errors import EngineNotReady
 from genai_services.messaging import prompts as msg_prompts
+from genai_services.search import prompts as search_prompts
 from genai_services.registry import REGISTRY
 
 # A duplicate and an echo of the conversation among them: the service drops both.
@@ -41,7 +42,7 @@ def respond(request: GenerationRequest) -> str:
         return SUGGESTIONS
     if schema is None:
         return REWRITE
-    # The four steps of UnderstandQuery: intent, entities, correction, expansions.
+    # The generations of UnderstandQuery: intent, correction, expansions.
     if "enum" in schema:
         return json.dumps("jobs")
     if schema.get("type") == "string":
@@ -49,17 +50,23 @@ def respond(request: GenerationRequest) -> str:
     if schema.get("type") == "array":
         return json.dumps([f"python expansion {i}" for i in range(schema["maxItems"])])
     props = schema["properties"]
-    if "location" in props:
-        return json.dumps({k: "Berlin" if k == "location" else "" for k in props})
     if "reason" in props:
         post = re.search(r'<post [^>]*>([^<]*)</post>', request.messages[-1].content)
         return json.dumps({"reason": f"matches  {post.group(1) if post else '?'}"})
     raise AssertionError(f"unexpected schema {schema}")
 
 
-def score_item(item: str) -> float:
-    """The fake's P(Yes): posts are "post N" and score N/1000, so higher N ranks first."""
-    return int(re.search(r"post (\d+)", item).group(1)) / 1000
+def score_item(item: str) -> float | list[float]:
+    """Feed: the fake's P(Yes), posts are "post N" and score N/1000, so higher N ranks
+    first. Search: an entity span ('Berlin"?') reads as a city if it is Berlin, else as
+    nothing in particular (every type word alike)."""
+    post = re.search(r"post (\d+)", item)
+    if post:
+        return int(post.group(1)) / 1000
+    labels = search_prompts.ENTITY_LABELS
+    if item == 'Berlin"?':
+        return [0.9 if label == " city" else 0.001 for label in labels]
+    return [1 / len(labels)] * len(labels)
 
 
 def details(error: grpc.RpcError) -> dict[str, object]:
@@ -236,11 +243,16 @@ def test_understand_query_steps_run_as_separate_engine_requests(channel: grpc.Ch
     response = search_grpc.SearchServiceStub(channel).UnderstandQuery(
         search_pb.UnderstandQueryRequest(query="pyhton jobs in Berlin"), metadata=(("x-request-id", "req-9"),)
     )
-    assert sorted(c.request_id for c in fake.calls) == ["req-9-0", "req-9-1", "req-9-2", "req-9-3"]
+    # Three generations, then the two readings of the entity spans ("pyhton", "Berlin").
+    assert sorted(c.request_id for c in fake.calls) == [f"req-9-{i}" for i in range(5)]
+    assert [len(r.items) for r in fake.score_requests] == [2, 2]
     # Usage is the sum over the steps (the fake's prompt tokens are words, outputs are pieces).
     prompt_words = sum(sum(len(m.content.split()) for m in r.messages) for r in fake.requests)
+    for r in fake.score_requests:
+        shared = sum(len(m.content.split()) for m in r.messages)
+        prompt_words += sum(shared + len(item.split()) for item in r.items)
     assert response.usage.prompt_token_count == prompt_words
-    assert response.usage.output_token_count >= 4
+    assert response.usage.output_token_count >= 3 + 4
 
 
 def test_bad_request_names_every_field(channel: grpc.Channel, fake: FakeEngine) -> None:

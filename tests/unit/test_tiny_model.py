@@ -77,3 +77,24 @@ def test_tiny_model_is_deterministic_per_seed(tmp_path: Path, tiny_model: Path) 
     again = tiny.write_tiny_model(tmp_path / "again", seed=0)
     assert (again / "model.safetensors").read_bytes() == (tiny_model / "model.safetensors").read_bytes()
     assert (again / "tokenizer.json").read_bytes() == (tiny_model / "tokenizer.json").read_bytes()
+
+
+def test_score_prompts_put_each_items_answer_after_the_answer_prefix(tiny_tokenizer) -> None:  # noqa: ANN001
+    from genai_core.engine.types import ChatMessage, ScoreRequest
+    from genai_core.engine.vllm_engine import VllmEngine
+
+    engine = VllmEngine.__new__(VllmEngine)  # rendering needs only the tokenizer
+    engine._tokenizer = tiny_tokenizer
+    request = ScoreRequest(
+        (ChatMessage("system", "Explain."), ChatMessage("user", 'Search: java jobs\nWhat is "')),
+        items=('java"?', 'jobs"?'),
+        labels=(" skill",),
+        answer_prefix="A:",
+        item_answers=(' "java" is a', ' "jobs" is a'),
+    )
+    prefix, rests = engine.render_score_prompts(request)
+    texts = [tiny_tokenizer.decode(prefix + rest) for rest in rests]
+    for text, item in zip(texts, ("java", "jobs")):
+        question, answer = text.rsplit(f'What is "{item}"?', 1)
+        assert question.endswith('Search: java jobs\n') and "Explain." in question
+        assert answer.endswith(f'A: "{item}" is a')

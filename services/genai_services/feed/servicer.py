@@ -10,7 +10,7 @@ from genai.feed.v1 import feed_service_pb2_grpc as pb_grpc
 
 from genai_core.engine.base import Engine
 from genai_core.grpc_runtime.interceptor import current_call
-from genai_services.common import ServiceDefinition, generate_concurrently, total_usage_to_pb
+from genai_services.common import ServiceDefinition, run_concurrently, total_usage_to_pb
 from genai_services.feed import convert, prompts
 
 
@@ -28,7 +28,7 @@ class FeedServicer(pb_grpc.FeedServiceServicer):
         top = ranked[: data.explain_top_k]
         posts = {p.post_id: p for p in data.candidates}
         # Reasons are extras: one the model cannot finish is left empty, the ranking stands.
-        reasons = await generate_concurrently(
+        reasons = await run_concurrently(
             self.engine,
             [prompts.build_reason_request(data.member, posts[r.post_id]) for r in top],
             call,

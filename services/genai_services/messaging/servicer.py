@@ -13,7 +13,7 @@ from genai.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
 from genai_core.engine.base import Engine
 from genai_core.engine.types import GenerationChunk
 from genai_core.grpc_runtime.interceptor import current_call
-from genai_services.common import ServiceDefinition, generate_concurrently, total_usage_to_pb, usage_to_pb
+from genai_services.common import ServiceDefinition, run_concurrently, total_usage_to_pb, usage_to_pb
 from genai_services.messaging import convert, prompts
 from genai_services.messaging.domain import LengthLimiter
 
@@ -34,7 +34,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         suggestions = prompts.parse_suggest_replies(results[0].text, results[0].finish_reason, data)
         if len(suggestions) < data.suggestion_count:
             more = prompts.build_more_replies_requests(data, request, suggestions)
-            extra = await generate_concurrently(self.engine, more.requests, call)
+            extra = await run_concurrently(self.engine, more.requests, call)
             suggestions = prompts.parse_more_replies(data, suggestions, more, [(r.text, r.finish_reason) for r in extra])
             results += extra
         if len(suggestions) < data.suggestion_count:

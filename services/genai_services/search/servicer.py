@@ -8,7 +8,7 @@ from genai.search.v1 import search_service_pb2_grpc as pb_grpc
 
 from genai_core.engine.base import Engine
 from genai_core.grpc_runtime.interceptor import current_call
-from genai_services.common import REQUIRED, ServiceDefinition, generate_concurrently, total_usage_to_pb
+from genai_services.common import REQUIRED, ServiceDefinition, run_concurrently, total_usage_to_pb
 from genai_services.search import convert, prompts
 
 
@@ -20,13 +20,16 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self, request: pb.UnderstandQueryRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnderstandQueryResponse:
         data = convert.understand_query_from_pb(request)
-        # Four small independent steps, each with its own cached prefix of demonstrations.
-        requests = prompts.build_understand_query_requests(data).all()
-        # The intent is required; entities, correction and expansions are optional parts:
-        # one the model could not finish within its budget is left out, not an error.
-        fallbacks = (REQUIRED, {}, "", [])
-        results = await generate_concurrently(self.engine, requests, current_call(), fallbacks)
-        understanding = prompts.parse_understand_query(data, *(r.parsed for r in results))
+        # Small independent steps, each with its own cached prefix of demonstrations.
+        requests = prompts.build_understand_query_requests(data)
+        # The intent is required; the correction and expansions are optional parts: one
+        # the model could not finish within its budget is left out, not an error.
+        fallbacks = (REQUIRED, "", [], *(REQUIRED for _ in requests.entity_readings))
+        results = await run_concurrently(self.engine, requests.all(), current_call(), fallbacks)
+        intent, correction, expansions, *readings = results
+        understanding = prompts.parse_understand_query(
+            data, requests, intent.parsed, correction.parsed, expansions.parsed, tuple(readings)
+        )
         response = convert.understand_query_to_pb(understanding)
         response.usage.CopyFrom(total_usage_to_pb(results, self.engine.model_name))
         return response

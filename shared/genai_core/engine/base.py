@@ -200,7 +200,8 @@ class Engine(abc.ABC):
         still in the engine.
 
         Raises:
-            ValueError: no labels, more than MAX_SCORE_LABELS, or a label without a token.
+            ValueError: no labels, more than MAX_SCORE_LABELS, a label without a token, or
+                item answers that are not one per item.
             PromptTooLong: an item's prompt does not fit the model's context.
             Overloaded / DeadlineTooShort: refused by admission control.
             RequestTimedOut: `call.deadline` passed while scoring (all items aborted).
@@ -208,6 +209,8 @@ class Engine(abc.ABC):
         """
         if not 1 <= len(request.labels) <= MAX_SCORE_LABELS:
             raise ValueError(f"a score request takes 1-{MAX_SCORE_LABELS} labels, got {len(request.labels)}")
+        if request.item_answers and len(request.item_answers) != len(request.items):
+            raise ValueError(f"{len(request.item_answers)} item answers for {len(request.items)} items")
         labels = (call.service, call.method)
         before = (call.stats.prompt_tokens, call.stats.cached_prompt_tokens, call.stats.output_tokens)
         try:

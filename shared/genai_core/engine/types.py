@@ -105,12 +105,15 @@ class ScoreRequest:
             token, so labels that share a first token get the same value. At most
             MAX_SCORE_LABELS.
         answer_prefix: text the answer starts with; the labels are what may follow it.
+        item_answers: empty, or per item the text its answer goes on with after
+            `answer_prefix` (e.g. the answer names the item: '"munich" is a').
     """
 
     messages: tuple[ChatMessage, ...]
     items: tuple[str, ...]
     labels: tuple[str, ...] = ("Yes", "No")
     answer_prefix: str = ""
+    item_answers: tuple[str, ...] = ()
 
 
 MAX_SCORE_LABELS = 20

@@ -487,7 +487,11 @@ class VllmEngine(Engine):
             raise ValueError("the chat template dropped the last message's content")
         after += request.answer_prefix
         prefix = list(self._tokenizer(before, add_special_tokens=False)["input_ids"])
-        rest = self._tokenizer([item + after for item in request.items], add_special_tokens=False)["input_ids"]
+        answers = request.item_answers or ("",) * len(request.items)
+        rest = self._tokenizer(
+            [item + after + answer for item, answer in zip(request.items, answers, strict=True)],
+            add_special_tokens=False,
+        )["input_ids"]
         return prefix, [list(ids) for ids in rest]
 
     async def _score(self, request: ScoreRequest, call: CallContext) -> ScoreResult:
