@@ -255,7 +255,10 @@ _EDGE_PUNCT = ".,;:!?"
 NON_ENTITY_WORDS = frozenset(
     _GENERIC_WORDS
     | {w for cues in INTENT_CUES.values() for w in cues}
-    | set("from or best practices future".split())
+    | set(
+        """from or best top latest free practices future tips guide guides ideas advice online
+        workshop workshops webinar webinars know knows requiring needed wanted looking""".split()
+    )
 )
 # Inside an entity ("head of sales", "bank of america"), never at its edge.
 ENTITY_CONNECTORS = frozenset({"of", "&"})
