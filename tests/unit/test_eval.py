@@ -116,12 +116,14 @@ def test_edit_distance_uses_normalized_text() -> None:
 
 
 @pytest.mark.parametrize("feature", FEATURES)
-def test_each_data_set_has_40_cases_split_about_half(feature: str) -> None:
+def test_each_data_set_has_40_cases_in_two_splits(feature: str) -> None:
     cases = load_cases(feature)
     assert len(cases) >= 40
     assert len({c["id"] for c in cases}) == len(cases)
     splits = Counter(c["split"] for c in cases)
-    assert abs(splits["dev"] - splits["test"]) <= 2
+    # About half each at first; the dev split may grow later (cases written to tune on),
+    # while the test split stays as it was, so that its figures remain comparable.
+    assert set(splits) == {"dev", "test"} and splits["test"] >= 20 and splits["dev"] >= splits["test"] - 2
 
 
 @pytest.mark.parametrize("feature", FEATURES)
