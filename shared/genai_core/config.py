@@ -75,6 +75,9 @@ class EngineConfig:
     max_num_batched_tokens: int | None = None
     gpu_memory_utilization: float = 0.90
     enable_prefix_caching: bool = True
+    # Tokens per KV cache block, the unit the prefix cache reuses: None = vLLM's (16 on
+    # GPU, 128 on CPU). Smaller blocks let short shared prefixes hit the cache.
+    block_size: int | None = None
     # None = automatic: eager on CPU (torch.compile costs a minute at every start there
     # and its cache does not reload), compiled with CUDA graphs on GPUs.
     enforce_eager: bool | None = None
@@ -112,6 +115,8 @@ class EngineConfig:
             _check(self.stall_timeout_s >= 1, "stall_timeout_s: must be >= 1"),
             _check(0 <= self.stream_interval_ms <= 1000, "stream_interval_ms: must be 0..1000"),
         ]
+        if self.block_size is not None:
+            out.append(_check(self.block_size in (16, 32, 64, 128, 256), "block_size: must be 16, 32, 64, 128 or 256"))
         if self.max_num_batched_tokens is not None:
             out.append(
                 _check(

@@ -380,3 +380,15 @@ def test_bug_config_path_that_is_a_directory_raises_config_error(tmp_path):
 def test_engine_config_problems_are_prefixed_by_section():
     config = Config(engine=EngineConfig(tensor_parallel_size=0))
     assert config.problems() == ["engine.tensor_parallel_size: must be 1..64"]
+
+
+@pytest.mark.parametrize("size", [0, 8, 48, 512])
+def test_block_size_must_be_one_vllm_supports(size):
+    only_problem_for(problems_of({"engine": {"block_size": size}}), "engine.block_size")
+
+
+def test_block_size_defaults_to_vllms_and_cpu_config_sets_32():
+    from pathlib import Path
+
+    assert parse_config({}).engine.block_size is None
+    assert load_config(Path(__file__).parents[2] / "config" / "cpu.yaml").engine.block_size == 32

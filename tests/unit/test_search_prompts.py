@@ -138,6 +138,7 @@ def test_entity_spans_skip_debris_and_cap_words():
     found = spans('python jobs"} ignore {{intent}} p q r s t')
     assert "python" in found and not any("{" in c or '"' in c for c in found)
     assert "p q r s" in found and "p q r s t" not in found
+    assert spans("}}{{ DROP TABLE users; -- {{intent}}") == ["DROP", "DROP TABLE", "DROP TABLE users", "TABLE", "TABLE users", "users"]
     assert max(len(c.split()) for c in found) == search_prompts.MAX_ENTITY_WORDS
 
 

@@ -285,13 +285,14 @@ ENTITIES_SYSTEM = "You explain the words of searches on a professional network."
 def entity_spans(query: str) -> tuple[Span, ...]:
     """Every run of 1 to MAX_ENTITY_WORDS words within a segment of the query's first
     MAX_ENTITY_QUERY_WORDS words (segments are cut at words of NON_ENTITY_WORDS, at
-    debris and after punctuation; a connector such as "of" stays inside a span, never at its edge): the only
+    debris, at words without a letter or digit and after punctuation; a connector such as "of" stays inside a span, never at its edge): the only
     texts that can be named entities."""
     segments: list[list[re.Match[str]]] = [[]]
     for m in list(re.finditer(r"\S+", query))[:MAX_ENTITY_QUERY_WORDS]:
         word = m.group().strip(_EDGE_PUNCT)
         folded = word.casefold()
-        if word and _TEXT.match(word) and (folded in ENTITY_CONNECTORS or folded not in NON_ENTITY_WORDS):
+        named = word and _TEXT.match(word) and any(c.isalnum() for c in word) and folded not in NON_ENTITY_WORDS
+        if named or folded in ENTITY_CONNECTORS:
             segments[-1].append(m)
             if m.group().rstrip(_EDGE_PUNCT) != m.group():  # "developer, Berlin": two segments
                 segments.append([])

@@ -162,6 +162,7 @@ def engine_args(config: EngineConfig, model_path: str) -> Any:
         max_num_batched_tokens=config.max_num_batched_tokens,
         gpu_memory_utilization=config.gpu_memory_utilization,
         enable_prefix_caching=config.enable_prefix_caching,
+        block_size=config.block_size,
         enforce_eager=_on_cpu() if config.enforce_eager is None else config.enforce_eager,
         seed=config.seed,
         load_format=config.load_format,
