@@ -387,8 +387,9 @@ def generation_request(feature: str, request: Any) -> GenerationRequest:
     if feature == "rewrite":
         return messaging_prompts.build_rewrite_draft_request(messaging_convert.rewrite_draft_from_pb(request))
     if feature == "search":
-        # UnderstandQuery runs four small generations at once; the expansions step (the
-        # longest output) stands for it on the targets that take one generation per item.
+        # UnderstandQuery runs three small generations and the readings of its entity spans
+        # at once; the expansions step (the longest output) stands for it on the targets
+        # that take one generation per item.
         data = search_convert.understand_query_from_pb(request)
         return search_prompts.build_understand_query_requests(data).expansions
     raise ValueError(f"unknown feature {feature!r}; known: {', '.join(FEATURES)}")

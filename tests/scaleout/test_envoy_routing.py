@@ -61,7 +61,7 @@ LONG = pb.UnderstandQueryRequest(
     query="senior python backend engineer remote " * 6, expansion_count=5
 )
 ENVOY_WORKERS = 3
-LOAD_WORKERS = 4  # each LONG call is 4 generations: 16 engine requests against max_num_seqs 4
+LOAD_WORKERS = 4  # each LONG call is 3 generations and 62 span readings, against max_num_seqs 4
 
 
 @dataclass
@@ -236,7 +236,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.mark.xfail(
-    reason="open: since UnderstandQuery became four generations a call, a replica loaded with a deep "
+    reason="open: since UnderstandQuery became several engine requests a call, a replica loaded with a deep "
     "queue on 2 cores answers /metrics too slowly (over 20 s) and Envoy's traffic thins out; see the "
     "closing note of this stop",
     strict=False,
@@ -249,7 +249,8 @@ def test_traffic_moves_away_from_a_replica_with_a_deep_queue(cluster: Cluster) -
         # Every replica must report for blackout_period (10 s) before its weight counts.
         time.sleep(12)
         s0 = cluster.snapshot()
-        # Windows long enough for 30+ calls on 2 cores (each UnderstandQuery is 4 generations).
+        # Windows long enough for 30+ calls on 2 cores (each UnderstandQuery is 3 generations
+        # and 2 readings of its entity spans).
         time.sleep(20)
         s1 = cluster.snapshot()
         with Traffic(loaded.address, LONG, LOAD_WORKERS, limit_s=100, max_requests=2000) as direct:
