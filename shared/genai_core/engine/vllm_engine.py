@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import math
 import multiprocessing
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -65,6 +67,28 @@ def load_chat_tokenizer(path: str) -> Any:
     return tokenizer
 
 
+@functools.cache
+def _special_tokens_pattern(tokenizer: Any) -> re.Pattern[str] | None:
+    specials = set(getattr(tokenizer, "all_special_tokens", ())) | {
+        t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if getattr(t, "special", False)
+    }
+    specials = {t for t in specials if t}
+    return re.compile("|".join(map(re.escape, sorted(specials, key=len, reverse=True)))) if specials else None
+
+
+def defuse_special_tokens(tokenizer: Any, text: str) -> str:
+    """`text` with every spelling of a special token broken by a zero-width space.
+
+    The rendered prompt is tokenized as one string, in which the tokenizer turns the
+    text "<|im_start|>" into the control token itself: a member's post, draft or query
+    could otherwise open a system or assistant turn of its own. Every text that goes into
+    a prompt passes here, so it stays text.
+    """
+    text = text.replace(_ITEM_MARK, "")  # reserved: where render_score_prompts puts an item
+    pattern = _special_tokens_pattern(tokenizer)
+    return pattern.sub(lambda m: m.group()[0] + "\u200b" + m.group()[1:], text) if pattern else text
+
+
 def chat_prompt_text(tokenizer: Any, messages: tuple[ChatMessage, ...], answer_prefix: str = "") -> str:
     """The chat-templated prompt text, ending where the assistant's answer begins.
 
@@ -74,15 +98,20 @@ def chat_prompt_text(tokenizer: Any, messages: tuple[ChatMessage, ...], answer_p
         answer_prefix: the start of the answer, appended after the answer prompt.
 
     Returns:
-        The text, holding any BOS token the template wants (so encode it without special tokens).
+        The text, holding any BOS token the template wants (so encode it without special
+        tokens); special-token spellings inside the messages and the answer prefix are
+        defused (`defuse_special_tokens`).
     """
+    defused = tuple(ChatMessage(m.role, defuse_special_tokens(tokenizer, m.content)) for m in messages)
+    return _templated(tokenizer, defused) + defuse_special_tokens(tokenizer, answer_prefix)
+
+
+def _templated(tokenizer: Any, messages: tuple[ChatMessage, ...]) -> str:
     return str(
         tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in messages],
-            tokenize=False,
-            add_generation_prompt=True,
+            [{"role": m.role, "content": m.content} for m in messages], tokenize=False, add_generation_prompt=True
         )
-    ) + answer_prefix
+    )
 
 
 def queue_time_s(output: Any) -> float | None:
@@ -478,19 +507,19 @@ class VllmEngine(Engine):
         every item's prompt (joint tokenization could merge tokens across the seam and
         differ per item), which is what lets the prefix cache serve it.
         """
-        *head, last = request.messages
-        marked = (*head, ChatMessage(last.role, last.content + _ITEM_MARK))
-        text = self._tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in marked], tokenize=False, add_generation_prompt=True
-        )
+        defused = [ChatMessage(m.role, defuse_special_tokens(self._tokenizer, m.content)) for m in request.messages]
+        defused[-1] = ChatMessage(defused[-1].role, defused[-1].content + _ITEM_MARK)
+        text = _templated(self._tokenizer, tuple(defused)) + defuse_special_tokens(self._tokenizer, request.answer_prefix)
         before, mark, after = text.partition(_ITEM_MARK)
         if not mark:
             raise ValueError("the chat template dropped the last message's content")
-        after += request.answer_prefix
         prefix = list(self._tokenizer(before, add_special_tokens=False)["input_ids"])
         answers = request.item_answers or ("",) * len(request.items)
         rest = self._tokenizer(
-            [item + after + answer for item, answer in zip(request.items, answers, strict=True)],
+            [
+                defuse_special_tokens(self._tokenizer, item) + after + defuse_special_tokens(self._tokenizer, answer)
+                for item, answer in zip(request.items, answers, strict=True)
+            ],
             add_special_tokens=False,
         )["input_ids"]
         return prefix, [list(ids) for ids in rest]
