@@ -13,8 +13,10 @@ __all__ = ["TINY_ENGINE"]  # tests import it from here
 # vLLM's engine takes ~20-30 s to start on 2 cores: one server serves the whole session.
 
 
-# Small enough that a burst test can fill the queue, large enough for normal tests.
-SESSION_ADMISSION = {"max_waiting_requests": 48, "max_waiting_prompt_tokens": 200_000}
+# Small enough that a burst test can fill the queue, large enough for normal tests: eight
+# search calls at once are about 120 engine requests (3 generations and 2 readings of each
+# of their entity spans).
+SESSION_ADMISSION = {"max_waiting_requests": 128, "max_waiting_prompt_tokens": 200_000}
 
 
 @pytest.fixture(scope="session")
