@@ -22,7 +22,7 @@ from genai.messaging.v1 import messaging_service_pb2_grpc as msg_grpc
 from genai.search.v1 import search_service_pb2 as search_pb
 from genai.search.v1 import search_service_pb2_grpc as search_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from genai_testing.procs import ServerProcess, engine_core_pid, start_server
+from genai_testing.procs import SERVE_COMMAND, ServerProcess, engine_core_pid, start_server
 
 pytestmark = pytest.mark.engine
 
@@ -47,10 +47,9 @@ def watch_health(server: ServerProcess, seen: list[int], stop: threading.Event) 
 
 # Two sequences at a time, so the work each test starts lasts seconds. Each test acts once
 # a probe stream has sent its first piece: generation is then certainly under way. A fixed
-# sleep was not enough (sampled rewrites of the tiny model sometimes end early: CI once saw
-# all sixteen calls finish within a second), and waiting for vLLM's running count on
-# /metrics was not reliable on 2 busy cores (the scrape sometimes answered only after
-# every call had ended). The grace lets all of it drain.
+# sleep was not enough (CI once saw all sixteen calls end within the second), and waiting
+# for vLLM's running count on /metrics was not reliable on 2 busy cores (the scrape
+# sometimes answered only after every call had ended). The grace lets all of it drain.
 MAX_NUM_SEQS = 2
 GRACE_S = 60
 
@@ -58,8 +57,13 @@ GRACE_S = 60
 @pytest.fixture()
 def own_server(tmp_path: Path, tiny_model: Path):  # type: ignore[no-untyped-def]
     engine = {**TINY_ENGINE, "max_num_seqs": MAX_NUM_SEQS}
+    # Niced: with the engine busy on both cores, this process (the client) was starved for
+    # seconds at a time, long enough for the work it started to end before it acted on it.
     server = start_server(
-        tmp_path, {"model": str(tiny_model), **engine, "stall_timeout_s": 30}, shutdown_grace_s=GRACE_S
+        tmp_path,
+        {"model": str(tiny_model), **engine, "stall_timeout_s": 30},
+        shutdown_grace_s=GRACE_S,
+        command=["nice", "-n", "10", *SERVE_COMMAND],
     )
     server.wait_serving(timeout_s=300)
     try:
@@ -146,11 +150,13 @@ def test_killed_engine_fails_calls_and_exits_nonzero(own_server: ServerProcess) 
     channel = grpc.insecure_channel(own_server.address)
     stub = msg_grpc.MessagingServiceStub(channel)
     request = msg_pb.StreamRewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_CASUAL, max_length_chars=2000)
-    # Eight waves of MAX_NUM_SEQS, the first certainly generating at the kill.
+    # The pid is looked up before the load (under it, unniced, walking /proc took 6 s and
+    # starting fifteen calls 3.5 s: CI once saw all sixteen end before the kill).
+    core = engine_core_pid(own_server.process.pid)
     streams = [long_stream(stub)] + [stub.StreamRewriteDraft(request, timeout=60) for _ in range(15)]
     next(streams[0])
     killed_at = time.monotonic()
-    os.kill(engine_core_pid(own_server.process.pid), signal.SIGKILL)
+    os.kill(core, signal.SIGKILL)
     codes = []
     for stream in streams:
         try:
