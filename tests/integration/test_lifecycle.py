@@ -5,6 +5,7 @@ Each test owns its server process, since each ends it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -23,6 +24,7 @@ from genai.search.v1 import search_service_pb2 as search_pb
 from genai.search.v1 import search_service_pb2_grpc as search_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from genai_testing.procs import SERVE_COMMAND, ServerProcess, engine_core_pid, start_server
+from metrics_scrape import scrape
 
 pytestmark = pytest.mark.engine
 
@@ -45,13 +47,35 @@ def watch_health(server: ServerProcess, seen: list[int], stop: threading.Event) 
     return thread
 
 
-# Two sequences at a time, so the work each test starts lasts seconds. Each test acts once
-# a probe stream has sent its first piece: generation is then certainly under way. A fixed
-# sleep was not enough (CI once saw all sixteen calls end within the second), and waiting
-# for vLLM's running count on /metrics was not reliable on 2 busy cores (the scrape
-# sometimes answered only after every call had ended). The grace lets all of it drain.
+# Two sequences at a time, so the work each test starts lasts seconds. No timing makes
+# sure work is still in flight when a test acts: on 2 busy CI cores this process was
+# starved long enough for 48 queued calls (30 s of work) to end before it read the first
+# piece of one. So tests that need unfinished work freeze the engine core (SIGSTOP) and
+# wait until the server holds a call that the frozen engine has not started.
 MAX_NUM_SEQS = 2
 GRACE_S = 60
+LONG_REWRITE = msg_pb.RewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_FRIENDLY, max_length_chars=2000)
+
+
+@contextlib.contextmanager
+def engine_frozen(server: ServerProcess, core: int, stub: msg_grpc.MessagingServiceStub) -> Iterator[list[grpc.Future]]:
+    """The engine core stopped, and calls admitted that cannot finish until it runs again.
+
+    Yields the calls started while frozen. `core` is looked up before any load (under it,
+    walking /proc took 6 s). The core is resumed on leaving, unless it was killed.
+    """
+    os.kill(core, signal.SIGSTOP)
+    try:
+        late = [stub.RewriteDraft.future(LONG_REWRITE, timeout=120) for _ in range(2)]
+        deadline = time.monotonic() + 60
+        while scrape(server.metrics_port).get("genai_admission_waiting_requests", 0) < 1:
+            assert time.monotonic() < deadline, "no call reached the server while the engine was frozen"
+            time.sleep(0.1)
+        yield late
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(core, signal.SIGCONT)
+
 
 
 @pytest.fixture()
@@ -78,6 +102,7 @@ def test_sigterm_under_load_finishes_in_flight_calls(own_server: ServerProcess) 
     seen: list[int] = []
     stop = threading.Event()
     watcher = watch_health(own_server, seen, stop)
+    core = engine_core_pid(own_server.process.pid)
     channel = grpc.insecure_channel(own_server.address)
     stub = msg_grpc.MessagingServiceStub(channel)
     request = msg_pb.RewriteDraftRequest(draft="word " * 100, tone=msg_pb.TONE_FRIENDLY, max_length_chars=1500)
@@ -85,24 +110,36 @@ def test_sigterm_under_load_finishes_in_flight_calls(own_server: ServerProcess) 
     probe = long_stream(stub)
     in_flight = [stub.RewriteDraft.future(request, timeout=120) for _ in range(24)]
     next(probe)
-    own_server.process.send_signal(signal.SIGTERM)
-    signalled = time.monotonic()
-    results = [f.exception() for f in in_flight]
+    with engine_frozen(own_server, core, stub) as late:
+        own_server.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        wait_draining(own_server)
+    results = [f.exception() for f in in_flight + late]
     for _ in probe:  # finishes; were it cut off, this would raise
         pass
     code = own_server.process.wait(timeout=60)
     log = own_server.log()
     drained = log[log.index('"shutting_down"') :].count('"rpc_finished"') if '"shutting_down"' in log else 0
-    print(f"SIGTERM under load: {results.count(None)}/24 calls completed ({drained} after the signal), exit {code} "
-          f"after {time.monotonic() - signalled:.1f}s, health seen: {seen}")
+    print(f"SIGTERM under load: {results.count(None)}/{len(results)} calls completed ({drained} after the signal), "
+          f"exit {code} after {time.monotonic() - signalled:.1f}s, health seen: {seen}")
     stop.set()
     watcher.join(timeout=5)
     channel.close()
-    assert results == [None] * 24, [r.code() for r in results if r]  # zero failed in-flight calls
-    assert drained, "every call ended before the signal: nothing was drained"
+    assert results == [None] * len(results), [r.code() for r in results if r]  # zero failed in-flight calls
+    assert drained >= len(late), "the calls the frozen engine held were not drained"
     assert code == 0, own_server.log()[-3000:]
     assert health_pb2.HealthCheckResponse.NOT_SERVING in seen, seen  # seen before exit
     assert seen[0] == health_pb2.HealthCheckResponse.SERVING
+
+
+def wait_draining(server: ServerProcess) -> None:
+    """Block until the server has taken SIGTERM: its health check says NOT_SERVING."""
+    deadline = time.monotonic() + 60
+    with grpc.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while health.Check(health_pb2.HealthCheckRequest(), timeout=10).status != health_pb2.HealthCheckResponse.NOT_SERVING:
+            assert time.monotonic() < deadline, "the server did not start draining"
+            time.sleep(0.05)
 
 
 def long_stream(stub: msg_grpc.MessagingServiceStub) -> Iterator[msg_pb.StreamRewriteDraftResponse]:
@@ -124,51 +161,50 @@ def _error_reason(error: grpc.RpcError) -> str | None:
 
 
 def test_new_calls_refused_while_draining(own_server: ServerProcess) -> None:
+    core = engine_core_pid(own_server.process.pid)
     channel = grpc.insecure_channel(own_server.address)
     stub = msg_grpc.MessagingServiceStub(channel)
-    # Eight waves of MAX_NUM_SEQS: the drain certainly outlasts the new call.
-    long = msg_pb.RewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_FRIENDLY, max_length_chars=2000)
     probe = long_stream(stub)
-    in_flight = [stub.RewriteDraft.future(long, timeout=120) for _ in range(16)]
+    in_flight = [stub.RewriteDraft.future(LONG_REWRITE, timeout=120) for _ in range(16)]
     next(probe)
-    own_server.process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    with pytest.raises(grpc.RpcError) as info:
-        search_grpc.SearchServiceStub(channel).UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"), timeout=10)
-    still_running = sum(not f.done() for f in in_flight)
+    # Frozen, the engine holds calls the drain must wait for: the server is certainly
+    # still draining when the new call comes.
+    with engine_frozen(own_server, core, stub) as late:
+        own_server.process.send_signal(signal.SIGTERM)
+        wait_draining(own_server)
+        with pytest.raises(grpc.RpcError) as info:
+            search_grpc.SearchServiceStub(channel).UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"), timeout=10)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value
     assert _error_reason(info.value) == "SERVER_DRAINING"
-    assert [f.exception() for f in in_flight] == [None] * 16
+    assert [f.exception() for f in in_flight + late] == [None] * (len(in_flight) + len(late))
     for _ in probe:  # finishes; were it cut off, this would raise
         pass
     assert own_server.process.wait(timeout=60) == 0
     channel.close()
-    print(f"refused while draining with SERVER_DRAINING; {still_running}/16 in-flight calls were still running")
 
 
 def test_killed_engine_fails_calls_and_exits_nonzero(own_server: ServerProcess) -> None:
+    core = engine_core_pid(own_server.process.pid)
     channel = grpc.insecure_channel(own_server.address)
     stub = msg_grpc.MessagingServiceStub(channel)
     request = msg_pb.StreamRewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_CASUAL, max_length_chars=2000)
-    # The pid is looked up before the load (under it, walking /proc took 6 s). Even niced,
-    # in CI this process read the probe's first piece 7 s after the server had sent it,
-    # when sixteen calls (8 s of work) had all ended: so 24 waves of MAX_NUM_SEQS (about
-    # 20 s of work) are queued, and most are still waiting at the kill.
-    core = engine_core_pid(own_server.process.pid)
-    streams = [long_stream(stub)] + [stub.StreamRewriteDraft(request, timeout=60) for _ in range(47)]
-    next(streams[0])
-    killed_at = time.monotonic()
-    os.kill(core, signal.SIGKILL)
+    running = [long_stream(stub)] + [stub.StreamRewriteDraft(request, timeout=60) for _ in range(7)]
+    next(running[0])
+    with engine_frozen(own_server, core, stub) as late:
+        killed_at = time.monotonic()
+        os.kill(core, signal.SIGKILL)
     codes = []
-    for stream in streams:
+    for stream in running:
         try:
             for _ in stream:
                 pass
-            codes.append(grpc.StatusCode.OK)  # it had finished before the kill
+            codes.append(grpc.StatusCode.OK)  # it had finished before the freeze
         except grpc.RpcError as e:
             codes.append(e.code())
+    late_codes = [f.exception().code() if f.exception() else grpc.StatusCode.OK for f in late]
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
-    assert grpc.StatusCode.UNAVAILABLE in codes, (codes, own_server.log()[-3000:])
+    # The frozen engine never ran them: each must fail, and as retryable.
+    assert late_codes == [grpc.StatusCode.UNAVAILABLE] * len(late), (late_codes, own_server.log()[-3000:])
     try:
         search_grpc.SearchServiceStub(channel).UnderstandQuery(search_pb.UnderstandQueryRequest(query="x"), timeout=10)
         raise AssertionError("a call succeeded on a dead engine")
@@ -176,7 +212,8 @@ def test_killed_engine_fails_calls_and_exits_nonzero(own_server: ServerProcess) 
         assert e.code() == grpc.StatusCode.UNAVAILABLE
     code = own_server.process.wait(timeout=60)
     channel.close()
-    print(f"engine killed: in-flight streams ended {[c.name for c in codes]}, a new call got UNAVAILABLE; "
+    print(f"engine killed: streams ended {[c.name for c in codes]}, calls the engine held {[c.name for c in late_codes]}, "
+          "a new call got UNAVAILABLE; "
           f"exit {code} {time.monotonic() - killed_at:.1f}s after the kill")
     assert code != 0
     assert time.monotonic() - killed_at < 60
@@ -184,28 +221,31 @@ def test_killed_engine_fails_calls_and_exits_nonzero(own_server: ServerProcess) 
 
 
 def test_second_sigterm_aborts_remaining_calls(own_server: ServerProcess) -> None:
+    core = engine_core_pid(own_server.process.pid)
     channel = grpc.insecure_channel(own_server.address)
     stub = msg_grpc.MessagingServiceStub(channel)
     request = msg_pb.StreamRewriteDraftRequest(draft="word " * 300, tone=msg_pb.TONE_CASUAL, max_length_chars=2000)
-    # Sixteen waves of MAX_NUM_SEQS: work certainly remains at the second signal.
+    # Sixteen waves of MAX_NUM_SEQS ahead of the calls the frozen engine holds: those
+    # are about 20 s of work from their end when the second signal comes.
     streams = [long_stream(stub)] + [stub.StreamRewriteDraft(request, timeout=120) for _ in range(32)]
     next(streams[0])
-    own_server.process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    signalled = time.monotonic()
-    own_server.process.send_signal(signal.SIGTERM)
+    with engine_frozen(own_server, core, stub) as late:
+        own_server.process.send_signal(signal.SIGTERM)
+        wait_draining(own_server)
+        signalled = time.monotonic()
+        own_server.process.send_signal(signal.SIGTERM)
     code = own_server.process.wait(timeout=60)
     # Well inside the grace period: the second signal cut it short.
     assert time.monotonic() - signalled < 15
     assert code == 0, own_server.log()[-3000:]
     assert "shutdown_forced" in own_server.log()
-    ended_with_error = 0
-    for s in streams:
+    for s in streams:  # each either ended before the freeze or was cut off
         try:
             for _ in s:
                 pass
         except grpc.RpcError as e:
             assert e.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE), e
-            ended_with_error += 1
-    assert ended_with_error > 0
+    late_codes = [f.exception().code() if f.exception() else grpc.StatusCode.OK for f in late]
+    # The frozen engine never ran them, and nothing was left to finish after the second signal.
+    assert set(late_codes) <= {grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE}, late_codes
     channel.close()
