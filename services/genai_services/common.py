@@ -23,17 +23,10 @@ REQUIRED: Any = object()
 """A generation whose invalid output fails the whole call (see `run_concurrently`)."""
 
 
-def usage_to_pb(result: GenerationResult | GenerationChunk, model: str) -> usage_pb2.Usage:
-    return usage_pb2.Usage(
-        prompt_token_count=result.prompt_token_count,
-        output_token_count=result.output_token_count,
-        cached_prompt_token_count=result.cached_prompt_token_count,
-        model=model,
-    )
-
-
-def total_usage_to_pb(results: Sequence[GenerationResult | ScoreResult], model: str) -> usage_pb2.Usage:
-    """The usage of a call the service answered with several engine results: their sum."""
+def total_usage_to_pb(
+    results: Sequence[GenerationResult | GenerationChunk | ScoreResult], model: str
+) -> usage_pb2.Usage:
+    """The usage of a call's engine results (a stream's last chunk stands for its stream): their sum."""
     return usage_pb2.Usage(
         prompt_token_count=sum(r.prompt_token_count for r in results),
         output_token_count=sum(r.output_token_count for r in results),

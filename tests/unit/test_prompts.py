@@ -464,6 +464,19 @@ def test_rewrite_budget_grows_with_limit(limit):
     assert msg_prompts.build_rewrite_draft_request(RewriteDraftInput("d", Tone.CONCISE, limit)).max_output_tokens == tokens
 
 
+@pytest.mark.parametrize("example", range(len(msg_prompts.REWRITE_EXAMPLE_ANSWERS)))
+def test_rewrite_prompt_without_the_example_the_model_copied(example):
+    data = RewriteDraftInput("hey", Tone.CASUAL, 100)
+    first = msg_prompts.build_rewrite_draft_request(data)
+    second = msg_prompts.build_rewrite_draft_request(data, without_example=example)
+    copied = msg_prompts.REWRITE_EXAMPLE_ANSWERS[example]
+    assert [m.content for m in second.messages if m.role == "assistant"] == [
+        a for a in msg_prompts.REWRITE_EXAMPLE_ANSWERS if a != copied
+    ]
+    assert len(second.messages) == len(first.messages) - 2
+    assert second.messages[-1] == first.messages[-1]
+
+
 
 
 def test_feed_member_words_keep_the_first_spelling_and_place():

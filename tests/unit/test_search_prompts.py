@@ -243,6 +243,21 @@ def test_a_whole_entity_beats_its_parts_when_typed_as_well():
     assert [(e.type, e.text) for e in u.entities] == [(EntityType.SCHOOL, "harvard business school")]
 
 
+def test_a_job_title_or_skill_does_not_begin_with_a_name():
+    # The whole span reads as a job title, but its first word alone is a company.
+    read = {"mckinsey consultants": EntityType.JOB_TITLE, "mckinsey": EntityType.COMPANY, "consultants": EntityType.JOB_TITLE}
+    u = understand("mckinsey consultants in dubai", read)
+    assert [(e.type, e.text) for e in u.entities] == [(EntityType.COMPANY, "mckinsey"), (EntityType.JOB_TITLE, "consultants")]
+    # A first word that is a skill is no name: "python developer" stays one job title.
+    read = {"python developer": EntityType.JOB_TITLE, "python": EntityType.SKILL, "developer": EntityType.JOB_TITLE}
+    assert [e.text for e in understand("python developer", read).entities] == ["python developer"]
+
+
+def test_learning_ends_a_skill_but_never_begins_one():
+    assert "machine learning" in {s.text for s in search_prompts.entity_spans("machine learning engineer jobs")}
+    assert {s.text for s in search_prompts.entity_spans("learning python")} == {"python"}
+
+
 def test_adjacent_entities_of_one_type_are_one():
     u = understand("kenji watanabe sony", {"kenji": EntityType.PERSON, "watanabe": EntityType.PERSON, "sony": EntityType.COMPANY})
     assert [(e.type, e.text, e.start, e.end) for e in u.entities] == [

@@ -225,6 +225,52 @@ def test_rewrite_cut_at_word_boundary_and_generation_stopped(channel: grpc.Chann
     assert fake.closed_early, "the engine stream was not closed once the limit was reached"
 
 
+def rewriter(first: str, second: str = REWRITE) -> FakeEngine:
+    """A fake that answers the rewrite prompt with `first` and the prompt without an
+    example with `second`."""
+
+    def answer(request: GenerationRequest) -> str:
+        return first if len(request.messages) == len(msg_prompts.REWRITE_PREFIX) + 1 else second
+
+    return FakeEngine(answer)
+
+
+def test_rewrite_that_copies_an_example_is_asked_again_without_examples() -> None:
+    fake = rewriter(msg_prompts.REWRITE_EXAMPLE_ANSWERS[-1])
+    request = msg_pb.StreamRewriteDraftRequest(draft="hi, talk?", tone=msg_pb.TONE_CASUAL, max_length_chars=500)
+    with in_process_server(fake) as (channel, _):
+        parts = list(msg_grpc.MessagingServiceStub(channel).StreamRewriteDraft(request))
+    assert "".join(p.text_delta for p in parts) == REWRITE  # nothing of the copy was sent
+    # Asked again without the example it copied.
+    first, second = fake.requests
+    copied = msg_prompts.REWRITE_EXAMPLE_ANSWERS[-1]
+    assert copied in [m.content for m in first.messages] and copied not in [m.content for m in second.messages]
+    assert len(second.messages) == len(first.messages) - 2
+    assert fake.closed_early, "the copying generation was not aborted"
+    # Both generations are paid for.
+    assert parts[-1].usage.prompt_token_count == sum(len(fake.prompt_token_ids(r)) for r in fake.requests)
+
+
+def test_rewrite_that_only_copies_examples_fails_instead_of_answering_junk() -> None:
+    fake = rewriter(msg_prompts.REWRITE_EXAMPLE_ANSWERS[0], msg_prompts.REWRITE_EXAMPLE_ANSWERS[1])
+    request = msg_pb.RewriteDraftRequest(draft="hi, talk?", tone=msg_pb.TONE_CASUAL, max_length_chars=500)
+    with in_process_server(fake) as (channel, _):
+        with pytest.raises(grpc.RpcError) as info:
+            msg_grpc.MessagingServiceStub(channel).RewriteDraft(request)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert "MODEL_OUTPUT_INVALID" in str(rpc_status.from_call(info.value))
+
+
+def test_rewrite_that_loops_ends_before_the_first_repeated_sentence() -> None:
+    fake = rewriter("Sorry for the late reply. I approve the budget. " * 8)
+    request = msg_pb.RewriteDraftRequest(draft="late reply, budget ok", tone=msg_pb.TONE_CASUAL, max_length_chars=900)
+    with in_process_server(fake) as (channel, _):
+        response = msg_grpc.MessagingServiceStub(channel).RewriteDraft(request)
+    assert response.text == "Sorry for the late reply. I approve the budget."
+    assert not response.truncated
+    assert fake.closed_early
+
+
 def test_understand_query_maps_spans_and_correction(channel: grpc.Channel) -> None:
     query = "pyhton jobs in Berlin"
     response = search_grpc.SearchServiceStub(channel).UnderstandQuery(

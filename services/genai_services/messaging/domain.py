@@ -171,3 +171,79 @@ class LengthLimiter:
     @property
     def done(self) -> bool:
         return self.truncated
+
+
+# Sentences end at . ! ? or … before whitespace, or at a line break.
+_SENTENCE_END = re.compile(r"(?<=[.!?\u2026])\s+|\n+")
+# Normalised characters of a rewrite's opening compared with the prompt's example answers.
+COPY_CHECK_CHARS = 24
+# A sentence this long (words) written twice is a loop, not a stylistic repeat.
+REPEAT_MIN_WORDS = 3
+
+
+class RewriteGuard:
+    """Two ways a small model's rewrite goes off the rails, caught while it streams.
+
+    - Copying: with a long draft the model may answer with one of the prompt's example
+      rewrites (a German sentence about Bosch for an English draft about Rotterdam). The
+      opening is held back until COPY_CHECK_CHARS show whether it is an example's
+      opening that the draft does not share; if so, `copied` is that example's index
+      and nothing was released, so the caller can ask again without it.
+    - Looping: greedy decoding can write one sentence over and over. Text streams on as
+      it comes, except a sentence that so far reads like one already written: held back
+      until it turns into something new (released) or ends as a repeat (dropped, and
+      `done` is set: the rewrite ends there).
+    """
+
+    def __init__(self, draft: str, example_answers: Iterable[str]) -> None:
+        own = _norm(draft)
+        self._openings = {i: o for i, o in enumerate(_norm(a)[:COPY_CHECK_CHARS] for a in example_answers) if o not in own}
+        self._checked = not self._openings
+        self.copied: int | None = None
+        self.done = False
+        self._text = ""
+        self._sent = 0
+        self._start = 0  # where the current sentence begins
+        self._seen: set[str] = set()
+
+    def feed(self, delta: str) -> str:
+        """Take new model text; return what may be passed on now."""
+        if self.copied is not None or self.done:
+            return ""
+        self._text += delta
+        if not self._checked:
+            opening = _norm(self._text)
+            if len(opening) < COPY_CHECK_CHARS:
+                return ""
+            self._checked = True
+            self.copied = next((i for i, o in self._openings.items() if o == opening[:COPY_CHECK_CHARS]), None)
+            if self.copied is not None:
+                return ""
+        while end := _SENTENCE_END.search(self._text, self._start):
+            if self._is_repeat(self._text[self._start : end.start()]):
+                self.done = True
+                return self._release(self._start)
+            self._seen.add(_norm(self._text[self._start : end.start()]))
+            self._start = end.end()
+        partial = _norm(self._text[self._start :])
+        held = partial and any(s.startswith(partial) for s in self._seen)
+        return self._release(self._start if held else len(self._text))
+
+    def finish(self) -> str:
+        """What is still held once the model has finished."""
+        if self.copied is not None or self.done:
+            return ""
+        # Shorter than COPY_CHECK_CHARS: too short to be an example's answer (none is).
+        if self._is_repeat(self._text[self._start :]):
+            self.done = True
+            return self._release(self._start)
+        return self._release(len(self._text))
+
+    def _is_repeat(self, sentence: str) -> bool:
+        norm = _norm(sentence)
+        return len(norm.split()) >= REPEAT_MIN_WORDS and norm in self._seen
+
+    def _release(self, upto: int) -> str:
+        out = self._text[self._sent : upto]
+        self._sent = max(self._sent, upto)
+        return out

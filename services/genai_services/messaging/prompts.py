@@ -288,6 +288,8 @@ def _rewrite_prefix() -> tuple[ChatMessage, ...]:
 
 
 REWRITE_PREFIX = _rewrite_prefix()
+# What a rewrite must not be: a copy of one of these (see RewriteGuard).
+REWRITE_EXAMPLE_ANSWERS = tuple(rewrite for *_, rewrite in _REWRITE_DEMOS)
 
 # The prompt's own markers: a rewrite that starts to echo them ends there instead.
 REWRITE_STOP = ("<draft", "</draft", "Rewrite this draft", "\nTone:", "\nLength:")
@@ -299,10 +301,15 @@ def rewrite_max_output_tokens(max_length_chars: int) -> int:
     return max_length_chars // 2 + 32
 
 
-def build_rewrite_draft_request(data: RewriteDraftInput) -> GenerationRequest:
-    user = _rewrite_user(data.draft, data.tone, data.max_length_chars)
+def build_rewrite_draft_request(data: RewriteDraftInput, without_example: int | None = None) -> GenerationRequest:
+    """The rewrite's prompt; `without_example` leaves that demonstration out (asked when
+    the model answered with a copy of it, see RewriteGuard)."""
+    prefix = REWRITE_PREFIX
+    if without_example is not None:
+        at = 1 + 2 * without_example  # after the system message, a user/assistant pair each
+        prefix = prefix[:at] + prefix[at + 2 :]
     return GenerationRequest(
-        messages=(*REWRITE_PREFIX, ChatMessage("user", user)),
+        messages=(*prefix, ChatMessage("user", _rewrite_user(data.draft, data.tone, data.max_length_chars))),
         max_output_tokens=rewrite_max_output_tokens(data.max_length_chars),
         temperature=0.0,
         stop=REWRITE_STOP,

@@ -12,10 +12,11 @@ from genai.messaging.v1 import messaging_service_pb2_grpc as pb_grpc
 
 from genai_core.engine.base import Engine
 from genai_core.engine.types import GenerationChunk
+from genai_core.errors import ModelOutputInvalid
 from genai_core.grpc_runtime.interceptor import current_call
-from genai_services.common import ServiceDefinition, run_concurrently, total_usage_to_pb, usage_to_pb
+from genai_services.common import ServiceDefinition, run_concurrently, total_usage_to_pb
 from genai_services.messaging import convert, prompts
-from genai_services.messaging.domain import LengthLimiter
+from genai_services.messaging.domain import LengthLimiter, RewriteGuard
 
 log = structlog.get_logger(__name__)
 
@@ -47,25 +48,41 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     async def _rewrite(
         self, request: pb.RewriteDraftRequest | pb.StreamRewriteDraftRequest
     ) -> AsyncIterator[pb.StreamRewriteDraftResponse]:
-        """The rewrite as a stream of deltas; the last message carries usage."""
+        """The rewrite as a stream of deltas; the last message carries usage.
+
+        When the first answer opens as a copy of one of the prompt's example rewrites
+        (nothing of it has been sent), the draft is asked for once more without that
+        example.
+        """
         data = convert.rewrite_draft_from_pb(request)
         limiter = LengthLimiter(data.max_length_chars)
-        last: GenerationChunk | None = None
-        # aclosing: leaving early (limit reached, caller gone) aborts the generation,
-        # so no tokens are paid for that would be dropped.
-        async with contextlib.aclosing(
-            self.engine.stream(prompts.build_rewrite_draft_request(data), current_call())
-        ) as stream:
-            async for last in stream:
-                text = limiter.feed(last.text_delta)
-                if text:
-                    yield pb.StreamRewriteDraftResponse(text_delta=text)
-                if limiter.done:
-                    break
+        attempts: list[GenerationChunk] = []
+        engine_request = prompts.build_rewrite_draft_request(data)
+        for attempt in range(2):
+            guard = RewriteGuard(data.draft, prompts.REWRITE_EXAMPLE_ANSWERS)
+            last: GenerationChunk | None = None
+            # aclosing: leaving early (limit reached, a copy or a loop, caller gone)
+            # aborts the generation, so no tokens are paid for that would be dropped.
+            async with contextlib.aclosing(self.engine.stream(engine_request, current_call())) as stream:
+                async for last in stream:
+                    text = limiter.feed(guard.feed(last.text_delta))
+                    if text:
+                        yield pb.StreamRewriteDraftResponse(text_delta=text)
+                    if guard.copied is not None or guard.done or limiter.done:
+                        break
+            if last is not None:
+                attempts.append(last)
+            if guard.copied is None:
+                break
+            log.info("rewrite_copied_example", example=guard.copied, attempt=attempt)
+            engine_request = prompts.build_rewrite_draft_request(data, without_example=guard.copied)
+        if guard.copied is not None:
+            raise ModelOutputInvalid("the model answered with an example instead of rewriting the draft")
+        text = limiter.feed(guard.finish())
         yield pb.StreamRewriteDraftResponse(
-            text_delta=limiter.finish(),
+            text_delta=text + limiter.finish(),
             truncated=limiter.truncated,
-            usage=usage_to_pb(last, self.engine.model_name) if last else None,
+            usage=total_usage_to_pb(attempts, self.engine.model_name) if attempts else None,
         )
 
     async def RewriteDraft(
