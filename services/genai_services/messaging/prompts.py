@@ -36,7 +36,7 @@ from genai_services.messaging.domain import (
     usable_replies,
 )
 
-PROMPT_VERSION = "messaging-v3"
+PROMPT_VERSION = "messaging-v4"
 
 # --- suggest replies ------------------------------------------------------------
 

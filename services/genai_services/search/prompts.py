@@ -25,7 +25,7 @@ from genai_core.engine.types import ChatMessage, GenerationRequest, ScoreRequest
 from genai_core.prompting import quote
 from genai_services.search.domain import Entity, EntityType, Intent, QueryUnderstanding, UnderstandQueryInput
 
-PROMPT_VERSION = "search-understand-v3"
+PROMPT_VERSION = "search-understand-v4"
 MAX_ENTITIES = 6
 ENTITY_MAX_CHARS = 60
 EXPANSION_MAX_CHARS = 80
