@@ -14,8 +14,9 @@
 
 Every target measures the same things the same way (see `Sample`). For the streaming
 rewrite, time to first token means the first text a caller sees: the service releases
-text a whole word at a time through `LengthLimiter`, so the in-process and HTTP clients
-run the same limiter over the token stream and stop where the service would.
+text through `RewriteGuard` (held until it is not a copy of an example, or a repeat) and
+then a whole word at a time through `LengthLimiter`, so the in-process and HTTP clients
+run the same two over the token stream and stop where the service would.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from genai_testing.procs import LoggedProcess, ServerProcess, free_port, server_
 
 from genai_bench import http
 from genai_bench.workload import WorkItem
-from genai_services.messaging.domain import LengthLimiter
+from genai_services.messaging import prompts as messaging_prompts
+from genai_services.messaging.domain import LengthLimiter, RewriteGuard
 from genai_services.registry import REGISTRY
 
 DEFAULT_HF_TOKENS = 64
@@ -108,13 +110,16 @@ class Sample:
 class _Visible:
     """The text a caller of the streaming rewrite would see, with its arrival times."""
 
-    def __init__(self, sample: Sample, max_chars: int) -> None:
+    def __init__(self, sample: Sample, item: WorkItem) -> None:
         self.sample = sample
-        self.limiter = LengthLimiter(max_chars)
+        self.guard = RewriteGuard(item.request.draft, messaging_prompts.REWRITE_EXAMPLE_ANSWERS)
+        self.limiter = LengthLimiter(item.max_length_chars or 0)
 
     @property
     def done(self) -> bool:
-        return self.limiter.done
+        # A copied example ends the baselines' stream too: the service would ask again,
+        # which they do not, so such a request is not comparable (rare: long drafts).
+        return self.limiter.done or self.guard.done or self.guard.copied is not None
 
     def _seen(self, text: str, now: float) -> None:
         if text:
@@ -124,10 +129,10 @@ class _Visible:
             self.sample.chunk_times.append(rel)
 
     def feed(self, delta: str, now: float) -> None:
-        self._seen(self.limiter.feed(delta), now)
+        self._seen(self.limiter.feed(self.guard.feed(delta)), now)
 
     def finish(self, now: float) -> None:
-        self._seen(self.limiter.finish(), now)
+        self._seen(self.limiter.feed(self.guard.finish()) + self.limiter.finish(), now)
 
 
 def engine_config(engine: dict[str, Any], model_path: str) -> EngineConfig:
@@ -233,7 +238,7 @@ class RawTarget(Target):
         params = sampling_params(replace(item.generation, final_only=not item.streaming))
         sample = Sample(item.index, item.feature, time.perf_counter(), prompt_tokens=len(ids))
         visible = (
-            _Visible(sample, item.max_length_chars)
+            _Visible(sample, item)
             if item.streaming and item.max_length_chars
             else None
         )
@@ -288,7 +293,7 @@ class EngineTarget(Target):
         call = CallContext(request_id=f"bench-{uuid.uuid4().hex}", priority=priority(item))
         try:
             if item.streaming and item.max_length_chars:
-                visible = _Visible(sample, item.max_length_chars)
+                visible = _Visible(sample, item)
                 async with contextlib.aclosing(engine.stream(item.generation, call)) as stream:
                     async for chunk in stream:
                         now = time.perf_counter()
@@ -665,7 +670,7 @@ class OpenAITarget(Target):
         assert self.base_url is not None
         sample = Sample(item.index, item.feature, time.perf_counter())
         visible = (
-            _Visible(sample, item.max_length_chars)
+            _Visible(sample, item)
             if item.streaming and item.max_length_chars
             else None
         )
@@ -879,7 +884,7 @@ class HFTarget(Target):
                 # One request streams: replay its tokens through the limiter at their times.
                 sample.end = times.times[n - 1] if len(times.times) >= n else end
                 if item.streaming and item.max_length_chars:
-                    visible = _Visible(sample, item.max_length_chars)
+                    visible = _Visible(sample, item)
                     ids = out[row, prompt_width : prompt_width + n].tolist()
                     previous = ""
                     for k in range(n):
