@@ -253,6 +253,24 @@ def test_a_job_title_or_skill_does_not_begin_with_a_name():
     assert [e.text for e in understand("python developer", read).entities] == ["python developer"]
 
 
+def test_a_job_title_never_ends_in_an_activity_noun():
+    # The model reads "change management" as a job; it names an activity: a skill.
+    read = {"change management": EntityType.JOB_TITLE}
+    u = understand("change management certification", read)
+    assert u.entities == ()  # its next type has no share worth an entity in this double
+    # A role stays a job title, and so does a title with a connector.
+    assert [e.type for e in understand("risk manager", {"risk manager": EntityType.JOB_TITLE}).entities] == [
+        EntityType.JOB_TITLE
+    ]
+    read = {"head of engineering": EntityType.JOB_TITLE}
+    assert [e.text for e in understand("head of engineering", read).entities] == ["head of engineering"]
+
+
+def test_skill_and_experience_words_are_not_part_of_entities():
+    assert {s.text for s in search_prompts.entity_spans("negotiation skills")} == {"negotiation"}
+    assert {s.text for s in search_prompts.entity_spans("icu experience")} == {"icu"}
+
+
 def test_learning_ends_a_skill_but_never_begins_one():
     assert "machine learning" in {s.text for s in search_prompts.entity_spans("machine learning engineer jobs")}
     assert {s.text for s in search_prompts.entity_spans("learning python")} == {"python"}

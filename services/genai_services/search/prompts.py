@@ -257,7 +257,8 @@ NON_ENTITY_WORDS = frozenset(
     | {w for cues in INTENT_CUES.values() for w in cues}
     | set(
         """from or best top latest free practices future tips guide guides ideas advice online
-        workshop workshops webinar webinars know knows requiring needed wanted looking""".split()
+        workshop workshops webinar webinars know knows requiring needed wanted looking
+        skill skills experience experienced beginner beginners""".split()
     )
 )
 # Inside an entity ("head of sales", "bank of america"), never at its edge.
@@ -381,6 +382,18 @@ def _begins_with_name(first_word: dict[EntityType, float]) -> bool:
     return best in _NAMED_TYPES and first_word[best] >= ENTITY_NAME_MIN_LOG_SHARE
 
 
+# Endings of nouns that name an activity or field, not a person's role.
+_ACTIVITY_ENDINGS = ("ment", "ing", "ics", "sis", "ity")
+
+
+def _names_an_activity(text: str) -> bool:
+    """Whether a span ends in an activity noun ("change management", "financial modeling",
+    "welding"): a skill, never a job title, which names a role ("risk manager"). A span
+    with a connector ("head of engineering") is left to the model."""
+    words = text.casefold().split()
+    return words[-1].endswith(_ACTIVITY_ENDINGS) and not set(words) & ENTITY_CONNECTORS
+
+
 def choose_entities(query: str, spans: tuple[Span, ...], readings: tuple[ScoreResult, ...]) -> tuple[Entity, ...]:
     """Split each segment into the entities its spans' types fit best.
 
@@ -388,7 +401,8 @@ def choose_entities(query: str, spans: tuple[Span, ...], readings: tuple[ScoreRe
     scores (that share - ENTITY_MIN_LOG_SHARE) x words^ENTITY_LENGTH_POWER; per segment,
     the split into non-overlapping spans (words may be left out) with the highest total
     wins, so spans the model cannot type are left out. A job title or skill never begins
-    with a name (`_begins_with_name`): such a span takes its next type. Adjacent entities
+    with a name (`_begins_with_name`), and a job title never ends in an activity noun
+    (`_names_an_activity`): such a span takes its next type. Adjacent entities
     of one type are then one entity: a name the model read word by word ("kenji"
     "watanabe").
     """
@@ -404,7 +418,11 @@ def choose_entities(query: str, spans: tuple[Span, ...], readings: tuple[ScoreRe
         words = span.last_word - span.first_word + 1
         first_word = shares.get((span.segment, span.first_word, span.first_word))
         named_start = words > 1 and first_word is not None and _begins_with_name(first_word)
-        best = max((t for t in mean if not (named_start and t in _NAMED_AFTER)), key=mean.__getitem__)
+        activity = _names_an_activity(span.text)
+        best = max(
+            (t for t in mean if not (named_start and t in _NAMED_AFTER) and not (activity and t is EntityType.JOB_TITLE)),
+            key=mean.__getitem__,
+        )
         score = (mean[best] - ENTITY_MIN_LOG_SHARE) * words**ENTITY_LENGTH_POWER
         typed[(span.segment, span.first_word, span.last_word)] = (score, Entity(best, span.text, span.start, span.end))
     found: list[Entity] = []
