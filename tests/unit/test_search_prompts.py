@@ -197,6 +197,9 @@ def test_text_pattern_admits_real_queries(text):
         ("nurses community leeds", "jobs", Intent.GROUPS),
         ("acme robotics", "companies", Intent.COMPANIES),  # no cue: the model decides
         ("jobs course", "people", Intent.PEOPLE),  # cues of two intents: the model decides
+        ("empleos de enfermera en valencia", "people", Intent.JOBS),  # other languages' cues
+        ("kurs buchhaltung für anfänger", "jobs", Intent.LEARNING),
+        ("groupe développeurs python", "jobs", Intent.GROUPS),
     ],
 )
 def test_intent_cue_words_decide_else_the_model(query, model, expected):
@@ -264,6 +267,13 @@ def test_a_job_title_never_ends_in_an_activity_noun():
     ]
     read = {"head of engineering": EntityType.JOB_TITLE}
     assert [e.text for e in understand("head of engineering", read).entities] == ["head of engineering"]
+
+
+def test_other_languages_cues_and_fillers_cut_segments_and_connectors_stay_inside():
+    assert {s.text for s in search_prompts.entity_spans("curso de python para principiantes")} == {"python"}
+    spans = {s.text for s in search_prompts.entity_spans("vagas de engenheiro de dados em são paulo")}
+    assert {"engenheiro de dados", "são paulo"} <= spans
+    assert not any(t.split()[0] in search_prompts.ENTITY_CONNECTORS for t in spans)
 
 
 def test_skill_and_experience_words_are_not_part_of_entities():

@@ -197,15 +197,22 @@ def build_intent_request(data: UnderstandQueryInput) -> GenerationRequest:
 
 # Words that say outright what the member looks for. When the query holds cue words of
 # exactly one intent, they decide it; otherwise (none, or cues of several intents) the model does.
+# English first, then the same cues in Spanish, French, German, Portuguese and Italian.
 INTENT_CUES: dict[Intent, frozenset[str]] = {
     Intent.JOBS: frozenset(
-        "job jobs vacancy vacancies hiring internship internships apprenticeship apprenticeships careers openings".split()
+        """job jobs vacancy vacancies hiring internship internships apprenticeship apprenticeships careers openings
+        empleo empleos trabajo trabajos vacantes emploi emplois offres stellen stellenangebote vagas vaga
+        emprego empregos lavoro""".split()
     ),
     Intent.LEARNING: frozenset(
-        "course courses certification certificate tutorial tutorials training learn learning bootcamp".split()
+        """course courses certification certificate tutorial tutorials training learn learning bootcamp
+        curso cursos cours formation formations kurs kurse corso corsi""".split()
     ),
     Intent.CONTENT: frozenset("post posts article articles blog blogs news".split()),
-    Intent.GROUPS: frozenset("group groups community communities network meetup meetups alumni association".split()),
+    Intent.GROUPS: frozenset(
+        """group groups community communities network meetup meetups alumni association
+        grupo grupos groupe groupes gruppe gruppo comunidad communauté comunidade comunità""".split()
+    ),
 }
 
 
@@ -260,9 +267,14 @@ NON_ENTITY_WORDS = frozenset(
         workshop workshops webinar webinars know knows requiring needed wanted looking
         skill skills experience experienced beginner beginners""".split()
     )
+    # Fillers of the other languages of INTENT_CUES ("la" is left out: Los Angeles).
+    | set(
+        """en para por con el los las y principiantes à au aux pour avec les et débutants für mit bei im und
+        anfänger em na com iniciantes per principianti""".split()
+    )
 )
-# Inside an entity ("head of sales", "bank of america"), never at its edge.
-ENTITY_CONNECTORS = frozenset({"of", "&"})
+# Inside an entity ("head of sales", "bank of america", "chef de partie"), never at its edge.
+ENTITY_CONNECTORS = frozenset({"of", "&", "de", "del", "da", "di", "du", "des", "von", "van"})
 # Cue words that also end common skills ("machine learning", "deep learning"): inside
 # an entity or at its end, never at its start ("learning python" is about python).
 ENTITY_TAIL_WORDS = frozenset({"learning"})
