@@ -77,7 +77,6 @@ def engine_frozen(server: ServerProcess, core: int, stub: msg_grpc.MessagingServ
             os.kill(core, signal.SIGCONT)
 
 
-
 @pytest.fixture()
 def own_server(tmp_path: Path, tiny_model: Path):  # type: ignore[no-untyped-def]
     engine = {**TINY_ENGINE, "max_num_seqs": MAX_NUM_SEQS}
