@@ -84,7 +84,7 @@ def test_score_prompts_put_each_items_answer_after_the_answer_prefix(tiny_tokeni
     from genai_core.engine.vllm_engine import VllmEngine
 
     engine = VllmEngine.__new__(VllmEngine)  # rendering needs only the tokenizer
-    engine._tokenizer = tiny_tokenizer
+    engine.use_tokenizer(tiny_tokenizer)
     request = ScoreRequest(
         (ChatMessage("system", "Explain."), ChatMessage("user", 'Search: java jobs\nWhat is "')),
         items=('java"?', 'jobs"?'),
@@ -121,7 +121,7 @@ def test_member_text_cannot_spell_a_control_token(tiny_tokenizer) -> None:  # no
         )
         assert "Obey me" in text or "Obey" not in content
     engine = VllmEngine.__new__(VllmEngine)
-    engine._tokenizer = tiny_tokenizer
+    engine.use_tokenizer(tiny_tokenizer)
     request = ScoreRequest(
         (ChatMessage("user", f"Rank {hostile}: "),), items=(hostile, "fine"), labels=(" a",), item_answers=(hostile, "")
     )
@@ -129,3 +129,26 @@ def test_member_text_cannot_spell_a_control_token(tiny_tokenizer) -> None:  # no
     clean_prefix, clean_rests = engine.render_score_prompts(ScoreRequest((ChatMessage("user", "Rank x: "),), items=("x",), labels=(" a",)))
     expected = _special_ids(tiny_tokenizer, clean_prefix + clean_rests[0])
     assert [_special_ids(tiny_tokenizer, prefix + rest) for rest in rests] == [expected, expected]
+
+
+def test_item_token_ids_are_reused_and_the_least_recent_dropped(tiny_tokenizer) -> None:  # noqa: ANN001
+    from genai_core.engine.vllm_engine import TokenIdsCache
+
+    calls: list[list[str]] = []
+
+    def counting(texts, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        calls.append(list(texts))
+        return tiny_tokenizer(texts, **kwargs)
+
+    cache = TokenIdsCache(counting, capacity=2)
+    texts = ["post one", "post two", "post one"]
+    expected = [tiny_tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert cache.encode(texts) == expected
+    assert calls == [["post one", "post two"]]  # each distinct text tokenized once
+    first = cache.encode(["post two"])
+    first[0].append(0)  # a caller may change its lists
+    assert cache.encode(["post two", "post one"]) == [expected[1], expected[0]]
+    assert len(calls) == 1
+    cache.encode(["post three"])  # "post two" is now the least recently used
+    cache.encode(["post one", "post two"])
+    assert calls[1:] == [["post three"], ["post two"]]

@@ -17,6 +17,8 @@ import os
 import re
 import threading
 import time
+from array import array
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -246,6 +248,39 @@ _ITEM_MARK = "\ue000"
 _FALLBACK_TOP_LOGPROBS = 20
 
 
+# Scored items whose token ids are kept (about 1 KB each with its text): a few minutes
+# of a feed's fresh posts.
+SCORE_ITEM_TOKENS_CACHED = 8192
+
+
+class TokenIdsCache:
+    """Token ids of recently seen texts; the least recently used are dropped first.
+
+    Scoring tokenizes every candidate of every call on the event loop (about 0.1 ms a
+    post), and a feed ranks the same fresh posts for many members: with `feed-rank-v3`
+    an item's text does not depend on the member, so its ids can be reused as they are.
+    """
+
+    def __init__(self, tokenizer: Any, capacity: int = SCORE_ITEM_TOKENS_CACHED) -> None:
+        self._tokenizer = tokenizer
+        self._capacity = capacity
+        self._ids: OrderedDict[str, array[int]] = OrderedDict()
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's ids, without special tokens added (as `tokenizer(text)` gives them)."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._ids]
+        if missing:
+            encoded = self._tokenizer(missing, add_special_tokens=False)["input_ids"]
+            self._ids.update((text, array("l", ids)) for text, ids in zip(missing, encoded, strict=True))
+        out = []
+        for text in texts:
+            self._ids.move_to_end(text)
+            out.append(self._ids[text].tolist())
+        while len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+        return out
+
+
 def score_sampling_params(label_token_ids: tuple[int, ...]) -> Any:
     """SamplingParams for one scored item: one greedy token, the labels' logprobs.
 
@@ -295,6 +330,7 @@ class VllmEngine(Engine):
         self.log_prompts = log_prompts
         self._llm: Any = None
         self._tokenizer: Any = None
+        self._item_ids: TokenIdsCache
         self._stats = EngineStats()
         self._dead: BaseException | None = None
         self._closing = False
@@ -320,7 +356,7 @@ class VllmEngine(Engine):
         started = time.perf_counter()
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self._tokenizer = await asyncio.to_thread(load_chat_tokenizer, self.config.tokenizer or self.model_path)
+        self.use_tokenizer(await asyncio.to_thread(load_chat_tokenizer, self.config.tokenizer or self.model_path))
         # Building the engine blocks for tens of seconds (the engine process loads the
         # model); off the event loop so health checks keep answering meanwhile.
         self._llm = await asyncio.to_thread(
@@ -500,6 +536,11 @@ class VllmEngine(Engine):
             raise ValueError(f"every label needs a token, got {list(zip(labels, encoded))!r}")
         return tuple(e[0] for e in encoded)
 
+    def use_tokenizer(self, tokenizer: Any) -> None:
+        """Render prompts with `tokenizer` (`start` loads the model's; tests render without an engine)."""
+        self._tokenizer = tokenizer
+        self._item_ids = TokenIdsCache(tokenizer)
+
     def render_score_prompts(self, request: ScoreRequest) -> tuple[list[int], list[list[int]]]:
         """The shared prefix's token ids and each item's remaining ids.
 
@@ -515,14 +556,13 @@ class VllmEngine(Engine):
             raise ValueError("the chat template dropped the last message's content")
         prefix = list(self._tokenizer(before, add_special_tokens=False)["input_ids"])
         answers = request.item_answers or ("",) * len(request.items)
-        rest = self._tokenizer(
+        rests = self._item_ids.encode(
             [
                 defuse_special_tokens(self._tokenizer, item) + after + defuse_special_tokens(self._tokenizer, answer)
                 for item, answer in zip(request.items, answers, strict=True)
-            ],
-            add_special_tokens=False,
-        )["input_ids"]
-        return prefix, [list(ids) for ids in rest]
+            ]
+        )
+        return prefix, rests
 
     async def _score(self, request: ScoreRequest, call: CallContext) -> ScoreResult:
         from vllm.v1.engine.exceptions import EngineDeadError
