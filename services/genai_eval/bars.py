@@ -59,9 +59,9 @@ GATES: tuple[Threshold, ...] = (
         "search.false_correction_rate", "<=", 0.10, "false corrections on correctly spelled queries"
     ),
     _t("search.correction_exact", ">=", 0.16, "misspelled queries corrected exactly"),
-    # 0.571 on test (search-understand-v4: no job title or skill begins with a name, no
-    # job title ends in an activity noun); 0.524 with v3's span readings, 0.238 with v2.
-    _t("search.entity_recall", ">=", 0.52, "entity recall (type + span)"),
+    # 0.619 on test (search-understand-v5: no job title or skill begins or ends with a
+    # name); 0.571 with v4, 0.524 with v3's span readings, 0.238 with v2.
+    _t("search.entity_recall", ">=", 0.57, "entity recall (type + span)"),
     _t("search.valid_expansion_sets", ">=", 0.80, "valid expansion sets"),
     # 0.845 on test with audience prediction (feed-rank-v3); scores are single prefills,
     # so less run-to-run drift than decoding, but the same margin.

@@ -46,6 +46,7 @@ class Outcome:
     error: str = ""
     response: dict[str, Any] | None = None
     judgement: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0  # times the server turned the call away for load before this answer
 
     @property
     def ok(self) -> bool:

@@ -96,6 +96,7 @@ def _record(o: Outcome) -> dict[str, Any]:
         "code": o.code,
         "error": o.error,
         "latency_s": round(o.latency_s, 3),
+        "retries": o.retries,
         "response": o.response,
         "judgement": o.judgement,
     }

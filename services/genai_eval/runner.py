@@ -11,8 +11,16 @@ from typing import Any
 
 import grpc
 
+from genai_core.grpc_runtime.status import retry_delay_s
 from genai_eval.datasets import load_cases
 from genai_eval.features import FEATURES, Call, Outcome, to_dict
+
+
+# A call the server turns away for load (RESOURCE_EXHAUSTED with RetryInfo) is sent again
+# after the delay it asks for, as a well-behaved client would: the eval's own calls in
+# flight are what fill the queue, and the answer's quality is what is measured. Retried
+# calls are counted (`<feature>.retried_calls`).
+MAX_ATTEMPTS = 4
 
 
 async def _run_calls(
@@ -24,16 +32,21 @@ async def _run_calls(
 
         async def one(call: Call) -> Outcome:
             async with limit:
-                started = time.perf_counter()
-                try:
-                    response = await getattr(stub, call.method)(call.request, timeout=deadline_s)
-                except grpc.aio.AioRpcError as e:
-                    return Outcome(
-                        call, time.perf_counter() - started, e.code().name, e.details() or ""
-                    )
-                return Outcome(
-                    call, time.perf_counter() - started, "OK", response=to_dict(response)
-                )
+                for attempt in range(MAX_ATTEMPTS):
+                    started = time.perf_counter()
+                    try:
+                        response = await getattr(stub, call.method)(call.request, timeout=deadline_s)
+                    except grpc.aio.AioRpcError as e:
+                        busy = e.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                        delay = retry_delay_s(e) if busy else None
+                        if delay is not None and attempt + 1 < MAX_ATTEMPTS:
+                            await asyncio.sleep(delay)
+                            continue
+                        latency = time.perf_counter() - started
+                        return Outcome(call, latency, e.code().name, e.details() or "", retries=attempt)
+                    latency = time.perf_counter() - started
+                    return Outcome(call, latency, "OK", response=to_dict(response), retries=attempt)
+            raise AssertionError("unreachable: the last attempt returns")
 
         return list(await asyncio.gather(*(one(c) for c in calls)))
 
@@ -108,6 +121,7 @@ def summarize(
             metrics[f"{feature}.latency_p50_s"] = _percentile(latencies, 50)
             metrics[f"{feature}.latency_p95_s"] = _percentile(latencies, 95)
             metrics[f"{feature}.calls"] = len(mine)
+            metrics[f"{feature}.retried_calls"] = sum(1 for o in mine if o.retries)
             errors.update(f"{feature}:{o.code}" for o in mine if not o.ok)
         metrics["all.error_calls"] = sum(errors.values())
         results[split] = {"metrics": metrics, "errors_by_code": dict(errors)}
@@ -129,6 +143,7 @@ def rejudge(results_json: dict[str, Any]) -> dict[str, Any]:
             if c.variant == record["variant"]
         )
         o = Outcome(call, record["latency_s"], record["code"], record["error"], record["response"])
+        o.retries = record.get("retries", 0)
         o.judgement = spec.judge(o)
         outcomes.append(o)
     meta = results_json["meta"]

@@ -252,3 +252,51 @@ def test_stored_run_judged_again_gives_the_same_metrics(tmp_path: Path) -> None:
     assert results["splits"]["test"]["metrics"]["all.error_calls"] == 1
     assert results["splits"]["test"]["metrics"]["replies.valid_sets"] == 0.0
     assert "search-02" in (tmp_path / "dump.md").read_text()
+
+
+def test_calls_turned_away_for_load_are_sent_again_after_the_servers_delay() -> None:
+    """RESOURCE_EXHAUSTED with RetryInfo: wait as asked and send again (counted); any
+    other error, or one without RetryInfo, is the call's outcome."""
+    import asyncio
+
+    import grpc
+    from genai.search.v1 import search_service_pb2 as search_pb
+    from genai.search.v1 import search_service_pb2_grpc as search_grpc
+    from genai_core.errors import FieldViolation, InvalidRequest, Overloaded
+    from genai_core.grpc_runtime.status import abort_with_error
+    from genai_eval.runner import _run_calls
+
+    refusals = {"search-01": 2, "search-02": 0}
+    seen: Counter[str] = Counter()
+
+    class Busy(search_grpc.SearchServiceServicer):
+        async def UnderstandQuery(self, request, context):  # noqa: ANN001, ANN201, N802
+            case = "search-01" if request.query == load_cases("search")[0]["query"] else "search-02"
+            seen[case] += 1
+            if seen[case] <= refusals[case]:
+                await abort_with_error(context, Overloaded("waiting_requests", 64, 64, 0.01), "test")
+            if case == "search-02":
+                await abort_with_error(context, InvalidRequest([FieldViolation("query", "bad")]), "test")
+            return search_pb.UnderstandQueryResponse()
+
+    async def run() -> list[Outcome]:
+        server = grpc.aio.server()
+        search_grpc.add_SearchServiceServicer_to_server(Busy(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            cases = [c for c in load_cases("search") if c["id"] in refusals]
+            calls = [call for case in cases for call in SPECS["search"].calls(case)]
+            return await _run_calls(f"127.0.0.1:{port}", "search", calls, 2, 10.0)
+        finally:
+            await server.stop(None)
+
+    outcomes = {o.call.case["id"]: o for o in asyncio.run(run())}
+    assert (outcomes["search-01"].code, outcomes["search-01"].retries) == ("OK", 2)
+    assert (outcomes["search-02"].code, outcomes["search-02"].retries) == ("INVALID_ARGUMENT", 0)
+    assert seen == {"search-01": 3, "search-02": 1}
+    for o in outcomes.values():
+        o.judgement = SPECS["search"].judge(o)
+    metrics = summarize(list(outcomes.values()), ["search"], ["dev", "test"])
+    split = outcomes["search-01"].call.case["split"]
+    assert metrics[split]["metrics"]["search.retried_calls"] == 1

@@ -56,14 +56,16 @@ def test_query_cannot_close_its_tag():
     assert last.count("</query>") == 1 and last.endswith("</query>")
 
 
-def readings(spans, types: dict[str, EntityType], count: int = 2) -> tuple[ScoreResult, ...]:
+def readings(spans, types: dict[str, EntityType], count: int = 2, sure: dict[str, float] | None = None) -> tuple[ScoreResult, ...]:
     """Engine answers for the entity readings: each span in `types` read as its type
-    (most of the probability on that type's words), any other span as nothing in particular."""
+    (most of the probability on that type's words: 0.8 per word, or `sure[span]`), any
+    other span as nothing in particular."""
     items = []
     for span in spans:
         t = types.get(span.text)
+        p = (sure or {}).get(span.text, 0.8)
         logprobs = [
-            math.log(0.8 if t is not None and words_type is t else 0.01) if t is not None else -3.0
+            math.log(p if t is not None and words_type is t else 0.01) if t is not None else -3.0
             for words_type, words in search_prompts.ENTITY_TYPE_WORDS.items()
             for _ in words
         ]
@@ -152,10 +154,12 @@ def test_entity_spans_trim_edge_punctuation_and_keep_offsets():
         assert query[s.start : s.end] == s.text
 
 
-def test_entity_spans_only_in_the_first_words():
+def test_entity_spans_are_capped_in_the_querys_order():
     query = " ".join(f"w{i}" for i in range(100))
     found = search_prompts.entity_spans(query)
-    assert {s.text for s in found if " " not in s.text} == {f"w{i}" for i in range(search_prompts.MAX_ENTITY_QUERY_WORDS)}
+    assert len(found) == search_prompts.MAX_ENTITY_SPANS
+    assert [s.start for s in found] == sorted(s.start for s in found)
+    assert found[0].text == "w0" and "w99" not in query[: found[-1].end]
     assert len(search_prompts.build_entity_score_requests(UnderstandQueryInput(query, "", 3), found)[0].items) == len(found)
 
 
@@ -214,12 +218,13 @@ def test_intent_cues_are_disjoint():
 # --- whole understanding ----------------------------------------------------------------
 
 
-def understand(query: str, entities=None, corrected: str = "", expansions=(), intent: str = "people", count=None):
+def understand(query: str, entities=None, corrected: str = "", expansions=(), intent: str = "people", count=None, sure=None):
     """The understanding of `query` when the model reads each span in `entities` ({text:
-    type}) as that type and no other span as anything."""
+    type}) as that type (`sure`: {text: probability of each of its type's words}) and no
+    other span as anything."""
     data = UnderstandQueryInput(query=query, locale="", expansion_count=count or max(len(expansions), 1))
     built = search_prompts.build_understand_query_requests(data)
-    read = readings(built.spans, dict(entities or {})) if built.spans else ()
+    read = readings(built.spans, dict(entities or {}), sure=sure) if built.spans else ()
     return search_prompts.parse_understand_query(data, built, intent, corrected or query, list(expansions), read)
 
 
@@ -256,6 +261,13 @@ def test_a_job_title_or_skill_does_not_begin_with_a_name():
     assert [e.text for e in understand("python developer", read).entities] == ["python developer"]
 
 
+def test_a_job_title_or_skill_does_not_end_with_a_name():
+    # The whole span reads as a job title, but its last word alone is a city.
+    read = {"senior accountant munich": EntityType.JOB_TITLE, "senior accountant": EntityType.JOB_TITLE, "munich": EntityType.LOCATION}
+    u = understand("senior accountant munich", read)
+    assert [(e.type, e.text) for e in u.entities] == [(EntityType.JOB_TITLE, "senior accountant"), (EntityType.LOCATION, "munich")]
+
+
 def test_a_job_title_never_ends_in_an_activity_noun():
     # The model reads "change management" as a job; it names an activity: a skill.
     read = {"change management": EntityType.JOB_TITLE}
@@ -279,6 +291,11 @@ def test_other_languages_cues_and_fillers_cut_segments_and_connectors_stay_insid
 def test_skill_and_experience_words_are_not_part_of_entities():
     assert {s.text for s in search_prompts.entity_spans("negotiation skills")} == {"negotiation"}
     assert {s.text for s in search_prompts.entity_spans("icu experience")} == {"icu"}
+
+
+def test_function_words_and_role_words_are_not_part_of_entities():
+    spans = {s.text for s in search_prompts.entity_spans("she was a product manager role at shopify, now in berlin")}
+    assert spans == {"product", "product manager", "manager", "shopify", "berlin"}
 
 
 def test_learning_ends_a_skill_but_never_begins_one():
@@ -335,6 +352,9 @@ def test_understanding_entities_sorted_and_capped():
     many = " in ".join(f"city{i}" for i in range(8))
     u = understand(many, {f"city{i}": EntityType.LOCATION for i in range(8)})
     assert len(u.entities) == search_prompts.MAX_ENTITIES
+    # Over the cap, the least sure go, wherever they are; the rest keep the query's order.
+    u = understand(many, {f"city{i}": EntityType.LOCATION for i in range(8)}, sure={"city0": 0.3, "city3": 0.4})
+    assert [e.text for e in u.entities] == ["city1", "city2", "city4", "city5", "city6", "city7"]
 
 
 # --- correction -------------------------------------------------------------------------

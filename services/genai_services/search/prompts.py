@@ -25,7 +25,7 @@ from genai_core.engine.types import ChatMessage, GenerationRequest, ScoreRequest
 from genai_core.prompting import quote
 from genai_services.search.domain import Entity, EntityType, Intent, QueryUnderstanding, UnderstandQueryInput
 
-PROMPT_VERSION = "search-understand-v4"
+PROMPT_VERSION = "search-understand-v5"
 MAX_ENTITIES = 6
 ENTITY_MAX_CHARS = 60
 EXPANSION_MAX_CHARS = 80
@@ -258,9 +258,10 @@ class Span:
 
 
 MAX_ENTITY_WORDS = 4
-# Entities are looked for in a query's first words only: each span costs two prefills,
-# and a 256-character query of one-letter words would otherwise ask for about a thousand.
-MAX_ENTITY_QUERY_WORDS = 16
+# Spans read per query, the first in the query's order: each costs two prefills, and 85
+# two-letter words would otherwise ask for 670. A query written as sentences has 10-20
+# spans once its function words are left out.
+MAX_ENTITY_SPANS = 64
 _EDGE_PUNCT = ".,;:!?"
 # Words that are never part of an entity: what the member wants (jobs, courses, posts...),
 # fillers and prepositions. An entity is a run of the other words.
@@ -270,7 +271,23 @@ NON_ENTITY_WORDS = frozenset(
     | set(
         """from or best top latest free practices future tips guide guides ideas advice online
         workshop workshops webinar webinars know knows requiring needed wanted looking
-        skill skills experience experienced beginner beginners""".split()
+        skill skills experience experienced beginner beginners role roles position positions""".split()
+    )
+    # English function words, for queries written as sentences ("she was a product
+    # manager at ..."). Left out as names too: "it" (IT support), "us", "will", "may".
+    | set(
+        """i me my mine myself you your yours yourself he him his himself she her hers herself its itself we our
+        ours ourselves they them their theirs themselves someone somebody something anyone anybody anything
+        everyone everything nobody nothing this that these those some any each every either neither no all both
+        few many much more most other another such own same several am is are was were be been being have has had
+        having do does did doing can could might must shall should would and or but nor so yet if because while
+        although though than as whether unless until since about above across after against along among around
+        at before behind below beneath beside between beyond by down during except for from in inside into like
+        near off on onto out outside over past through throughout to toward towards under up upon via with within
+        without what which who whom whose when where why how not very too also just only even still already
+        again ever never always often sometimes now then there here ideally especially preferably possibly maybe
+        perhaps really currently recently somewhere anywhere two three four five six seven eight nine ten twelve
+        twenty year years month months week weeks""".split()
     )
     # Fillers of the other languages of INTENT_CUES ("la" is left out: Los Angeles).
     | set(
@@ -309,13 +326,13 @@ ENTITIES_SYSTEM = "You explain the words of searches on a professional network."
 
 
 def entity_spans(query: str) -> tuple[Span, ...]:
-    """Every run of 1 to MAX_ENTITY_WORDS words within a segment of the query's first
-    MAX_ENTITY_QUERY_WORDS words (segments are cut at words of NON_ENTITY_WORDS, at
-    debris, at words without a letter or digit and after punctuation; a connector such as
-    "of" stays inside a span, never at its edge, and a tail word such as "learning" never
-    at its start): the only texts that can be named entities."""
+    """Every run of 1 to MAX_ENTITY_WORDS words within a segment of the query, the first
+    MAX_ENTITY_SPANS of them (segments are cut at words of NON_ENTITY_WORDS, at debris, at
+    words without a letter or digit and after punctuation; a connector such as "of" stays
+    inside a span, never at its edge, and a tail word such as "learning" never at its
+    start): the only texts that can be named entities."""
     segments: list[list[re.Match[str]]] = [[]]
-    for m in list(re.finditer(r"\S+", query))[:MAX_ENTITY_QUERY_WORDS]:
+    for m in re.finditer(r"\S+", query):
         word = m.group().strip(_EDGE_PUNCT)
         folded = word.casefold()
         named = word and _TEXT.match(word) and any(c.isalnum() for c in word) and folded not in NON_ENTITY_WORDS
@@ -337,7 +354,7 @@ def entity_spans(query: str) -> tuple[Span, ...]:
                 text = query[start:end]
                 if len(text) <= ENTITY_MAX_CHARS:
                     spans.append(Span(text, start, end, i, j, n))
-    return tuple(spans)
+    return tuple(spans[:MAX_ENTITY_SPANS])
 
 
 def _entity_demos() -> tuple[ChatMessage, ...]:
@@ -386,18 +403,19 @@ def _type_log_shares(label_logprobs: tuple[float, ...], label_token_ids: tuple[i
     return {t: (v - total if total > -math.inf else -math.log(len(per_type))) for t, v in per_type.items()}
 
 
-# Types whose entities do not begin with a person, company, school or location: "mckinsey
-# consultants" is a company and a job title, "amara okafor cardiologist" a person and one.
+# Types whose entities neither begin nor end with a person, company, school or location:
+# "mckinsey consultants" is a company and a job title, "amara okafor cardiologist" a person
+# and one, "senior accountant munich" a job title and a city.
 _NAMED_TYPES = frozenset({EntityType.PERSON, EntityType.COMPANY, EntityType.SCHOOL, EntityType.LOCATION})
-_NAMED_AFTER = frozenset({EntityType.JOB_TITLE, EntityType.SKILL})
+_NAMED_INSIDE = frozenset({EntityType.JOB_TITLE, EntityType.SKILL})
 
 
-def _begins_with_name(first_word: dict[EntityType, float]) -> bool:
-    """Whether a span's first word, read alone, is a name: its type is a named one with
-    at least e^ENTITY_NAME_MIN_LOG_SHARE of the probability (a common word the model half
-    takes for a company, such as "hospital", does not count)."""
-    best = max(first_word, key=first_word.__getitem__)
-    return best in _NAMED_TYPES and first_word[best] >= ENTITY_NAME_MIN_LOG_SHARE
+def _reads_as_name(word: dict[EntityType, float]) -> bool:
+    """Whether a word, read alone (its type shares), is a name: its type is a named one
+    with at least e^ENTITY_NAME_MIN_LOG_SHARE of the probability (a common word the model
+    half takes for a company, such as "hospital", does not count)."""
+    best = max(word, key=word.__getitem__)
+    return best in _NAMED_TYPES and word[best] >= ENTITY_NAME_MIN_LOG_SHARE
 
 
 # Endings of nouns that name an activity or field, not a person's role.
@@ -419,7 +437,7 @@ def choose_entities(query: str, spans: tuple[Span, ...], readings: tuple[ScoreRe
     scores (that share - ENTITY_MIN_LOG_SHARE) x words^ENTITY_LENGTH_POWER; per segment,
     the split into non-overlapping spans (words may be left out) with the highest total
     wins, so spans the model cannot type are left out. A job title or skill never begins
-    with a name (`_begins_with_name`), and a job title never ends in an activity noun
+    or ends with a name (`_reads_as_name`), and a job title never ends in an activity noun
     (`_names_an_activity`): such a span takes its next type. Adjacent entities
     of one type are then one entity: a name the model read word by word ("kenji"
     "watanabe").
@@ -429,18 +447,20 @@ def choose_entities(query: str, spans: tuple[Span, ...], readings: tuple[ScoreRe
         read = [_type_log_shares(r.items[k].label_logprobs, r.label_token_ids) for r in readings]
         shares[span.key] = {t: sum(s[t] for s in read) / len(read) for t in ENTITY_TYPE_WORDS}
     typed: dict[tuple[int, int, int], tuple[float, Entity]] = {}
+    sure: dict[Entity, float] = {}  # the log share of an entity's type
     for span in spans:
         mean = shares[span.key]
         words = span.last_word - span.first_word + 1
-        first_word = shares.get((span.segment, span.first_word, span.first_word))
-        named_start = words > 1 and first_word is not None and _begins_with_name(first_word)
+        edges = (shares.get((span.segment, i, i)) for i in (span.first_word, span.last_word))
+        named_edge = words > 1 and any(edge is not None and _reads_as_name(edge) for edge in edges)
         activity = _names_an_activity(span.text)
         best = max(
-            (t for t in mean if not (named_start and t in _NAMED_AFTER) and not (activity and t is EntityType.JOB_TITLE)),
+            (t for t in mean if not (named_edge and t in _NAMED_INSIDE) and not (activity and t is EntityType.JOB_TITLE)),
             key=mean.__getitem__,
         )
         score = (mean[best] - ENTITY_MIN_LOG_SHARE) * words**ENTITY_LENGTH_POWER
         typed[span.key] = (score, Entity(best, span.text, span.start, span.end))
+        sure[typed[span.key][1]] = mean[best]
     found: list[Entity] = []
     for segment in sorted({s.segment for s in spans}):
         length = 1 + max(s.last_word for s in spans if s.segment == segment)
@@ -458,10 +478,13 @@ def choose_entities(query: str, spans: tuple[Span, ...], readings: tuple[ScoreRe
             last = chosen[-1] if chosen else None
             if last and last.type is entity.type and not query[last.end : entity.start].strip():
                 chosen[-1] = Entity(entity.type, query[last.start : entity.end], last.start, entity.end)
+                sure[chosen[-1]] = max(sure[last], sure[entity])
             else:
                 chosen.append(entity)
         found += chosen
-    return tuple(found[:MAX_ENTITIES])
+    # Too many: the ones whose type the model is surest of, still in the query's order.
+    kept = sorted(found, key=lambda e: -sure[e])[:MAX_ENTITIES]
+    return tuple(e for e in found if e in kept)
 
 
 # --- correction -------------------------------------------------------------------------

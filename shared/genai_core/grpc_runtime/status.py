@@ -118,3 +118,17 @@ async def abort_with_error(context: grpc.aio.ServicerContext, error: ServiceErro
     """End the call with `error` as a rich status; never returns."""
     code, status = to_rpc_status(error, domain)
     await context.abort(code, status.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),))
+
+
+def retry_delay_s(error: grpc.RpcError) -> float | None:
+    """The delay a server's RetryInfo asks a client to wait before retrying a failed call
+    (the client side of `to_rpc_status`); None when the status carries none."""
+    from grpc_status import rpc_status  # a client's need: servers never import it
+
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return info.retry_delay.ToTimedelta().total_seconds()
+    return None
