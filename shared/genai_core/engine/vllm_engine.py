@@ -248,8 +248,8 @@ _ITEM_MARK = "\ue000"
 _FALLBACK_TOP_LOGPROBS = 20
 
 
-# Scored items whose token ids are kept (about 1 KB each with its text): a few minutes
-# of a feed's fresh posts.
+# Scored items whose token ids are kept (4-byte ids: about 1 KB each with its text for a
+# post of 80 words): a few minutes of a feed's fresh posts.
 SCORE_ITEM_TOKENS_CACHED = 8192
 
 
@@ -271,7 +271,7 @@ class TokenIdsCache:
         missing = [t for t in dict.fromkeys(texts) if t not in self._ids]
         if missing:
             encoded = self._tokenizer(missing, add_special_tokens=False)["input_ids"]
-            self._ids.update((text, array("l", ids)) for text, ids in zip(missing, encoded, strict=True))
+            self._ids.update((text, array("i", ids)) for text, ids in zip(missing, encoded, strict=True))
         out = []
         for text in texts:
             self._ids.move_to_end(text)
