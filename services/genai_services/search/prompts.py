@@ -407,7 +407,7 @@ def _type_log_shares(label_logprobs: tuple[float, ...], label_token_ids: tuple[i
 # "mckinsey consultants" is a company and a job title, "amara okafor cardiologist" a person
 # and one, "senior accountant munich" a job title and a city.
 _NAMED_TYPES = frozenset({EntityType.PERSON, EntityType.COMPANY, EntityType.SCHOOL, EntityType.LOCATION})
-_NAMED_INSIDE = frozenset({EntityType.JOB_TITLE, EntityType.SKILL})
+_UNNAMED_TYPES = frozenset({EntityType.JOB_TITLE, EntityType.SKILL})
 
 
 def _reads_as_name(word: dict[EntityType, float]) -> bool:
@@ -440,7 +440,8 @@ def choose_entities(query: str, spans: tuple[Span, ...], readings: tuple[ScoreRe
     or ends with a name (`_reads_as_name`), and a job title never ends in an activity noun
     (`_names_an_activity`): such a span takes its next type. Adjacent entities
     of one type are then one entity: a name the model read word by word ("kenji"
-    "watanabe").
+    "watanabe"). Of more than MAX_ENTITIES, those whose type has the highest share stay,
+    in the query's order.
     """
     shares: dict[tuple[int, int, int], dict[EntityType, float]] = {}
     for k, span in enumerate(spans):
@@ -455,7 +456,7 @@ def choose_entities(query: str, spans: tuple[Span, ...], readings: tuple[ScoreRe
         named_edge = words > 1 and any(edge is not None and _reads_as_name(edge) for edge in edges)
         activity = _names_an_activity(span.text)
         best = max(
-            (t for t in mean if not (named_edge and t in _NAMED_INSIDE) and not (activity and t is EntityType.JOB_TITLE)),
+            (t for t in mean if not (named_edge and t in _UNNAMED_TYPES) and not (activity and t is EntityType.JOB_TITLE)),
             key=mean.__getitem__,
         )
         score = (mean[best] - ENTITY_MIN_LOG_SHARE) * words**ENTITY_LENGTH_POWER
