@@ -248,8 +248,8 @@ _ITEM_MARK = "\ue000"
 _FALLBACK_TOP_LOGPROBS = 20
 
 
-# Scored items whose token ids are kept (4-byte ids: about 1 KB each with its text for a
-# post of 80 words): a few minutes of a feed's fresh posts.
+# Texts whose token ids are kept (4-byte ids: about 1 KB each with its text for a post of
+# 80 words): a few minutes of a feed's fresh posts.
 SCORE_ITEM_TOKENS_CACHED = 8192
 
 
@@ -259,6 +259,7 @@ class TokenIdsCache:
     Scoring tokenizes every candidate of every call on the event loop (about 0.1 ms a
     post), and a feed ranks the same fresh posts for many members: with `feed-rank-v3`
     an item's text does not depend on the member, so its ids can be reused as they are.
+    The shared prefix and the labels (a member's words) recur across calls too.
     """
 
     def __init__(self, tokenizer: Any, capacity: int = SCORE_ITEM_TOKENS_CACHED) -> None:
@@ -301,8 +302,8 @@ def score_sampling_params(label_token_ids: tuple[int, ...]) -> Any:
 
 def label_logprobs(logprobs: dict[int, Any], label_token_ids: tuple[int, ...]) -> tuple[float, ...]:
     """log P of each label's token from one position's logprobs (Logprob objects or floats)."""
-    values = {k: float(getattr(v, "logprob", v)) for k, v in logprobs.items()}
-    return tuple(values.get(t, -math.inf) for t in label_token_ids)
+    found = [logprobs.get(t) for t in label_token_ids]
+    return tuple([-math.inf if v is None else float(getattr(v, "logprob", v)) for v in found])
 
 
 class VllmEngine(Engine):
@@ -330,7 +331,7 @@ class VllmEngine(Engine):
         self.log_prompts = log_prompts
         self._llm: Any = None
         self._tokenizer: Any = None
-        self._item_ids: TokenIdsCache
+        self._token_ids: TokenIdsCache
         self._stats = EngineStats()
         self._dead: BaseException | None = None
         self._closing = False
@@ -525,13 +526,10 @@ class VllmEngine(Engine):
     def label_token_ids(self, labels: tuple[str, ...]) -> tuple[int, ...]:
         """Each label's first token id (as the answer's next token).
 
-        Not cached: labels may be per call (a member's words), and a batch tokenization
-        of twenty words takes microseconds.
-
         Raises:
             ValueError: a label has no token.
         """
-        encoded = self._tokenizer(list(labels), add_special_tokens=False)["input_ids"]
+        encoded = self._token_ids.encode(labels)
         if not all(encoded):
             raise ValueError(f"every label needs a token, got {list(zip(labels, encoded))!r}")
         return tuple(e[0] for e in encoded)
@@ -539,7 +537,7 @@ class VllmEngine(Engine):
     def use_tokenizer(self, tokenizer: Any) -> None:
         """Render prompts with `tokenizer` (`start` loads the model's; tests render without an engine)."""
         self._tokenizer = tokenizer
-        self._item_ids = TokenIdsCache(tokenizer)
+        self._token_ids = TokenIdsCache(tokenizer)
 
     def render_score_prompts(self, request: ScoreRequest) -> tuple[list[int], list[list[int]]]:
         """The shared prefix's token ids and each item's remaining ids.
@@ -554,9 +552,9 @@ class VllmEngine(Engine):
         before, mark, after = text.partition(_ITEM_MARK)
         if not mark:
             raise ValueError("the chat template dropped the last message's content")
-        prefix = list(self._tokenizer(before, add_special_tokens=False)["input_ids"])
+        prefix = self._token_ids.encode([before])[0]
         answers = request.item_answers or ("",) * len(request.items)
-        rests = self._item_ids.encode(
+        rests = self._token_ids.encode(
             [
                 defuse_special_tokens(self._tokenizer, item) + after + defuse_special_tokens(self._tokenizer, answer)
                 for item, answer in zip(request.items, answers, strict=True)
