@@ -460,8 +460,9 @@ def choose_entities(query: str, spans: tuple[Span, ...], readings: tuple[ScoreRe
             key=mean.__getitem__,
         )
         score = (mean[best] - ENTITY_MIN_LOG_SHARE) * words**ENTITY_LENGTH_POWER
-        typed[span.key] = (score, Entity(best, span.text, span.start, span.end))
-        sure[typed[span.key][1]] = mean[best]
+        entity = Entity(best, span.text, span.start, span.end)
+        typed[span.key] = (score, entity)
+        sure[entity] = mean[best]
     found: list[Entity] = []
     for segment in sorted({s.segment for s in spans}):
         length = 1 + max(s.last_word for s in spans if s.segment == segment)

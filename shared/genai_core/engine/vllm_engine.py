@@ -250,7 +250,7 @@ _FALLBACK_TOP_LOGPROBS = 20
 
 # Texts whose token ids are kept (4-byte ids: about 1 KB each with its text for a post of
 # 80 words): a few minutes of a feed's fresh posts.
-SCORE_ITEM_TOKENS_CACHED = 8192
+SCORE_TOKEN_IDS_CACHED = 8192
 
 
 class TokenIdsCache:
@@ -262,7 +262,7 @@ class TokenIdsCache:
     The shared prefix and the labels (a member's words) recur across calls too.
     """
 
-    def __init__(self, tokenizer: Any, capacity: int = SCORE_ITEM_TOKENS_CACHED) -> None:
+    def __init__(self, tokenizer: Any, capacity: int = SCORE_TOKEN_IDS_CACHED) -> None:
         self._tokenizer = tokenizer
         self._capacity = capacity
         self._ids: OrderedDict[str, array[int]] = OrderedDict()
