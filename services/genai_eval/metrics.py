@@ -193,6 +193,8 @@ def reply_problems(reply: str, turns: Sequence[tuple[str, str]]) -> list[str]:
 # --- search ----------------------------------------------------------------------
 
 _EXPANSION_DEBRIS = re.compile(r"[{}\[\]<>\"\\|]|\w_\w|^\W*$")
+# A word written twice in a row: a decoding loop ("users users users"), unless the query has it.
+_STUTTER = re.compile(r"\b(\w+)\s+\1\b", re.IGNORECASE)
 _STOP = {
     "a",
     "an",
@@ -250,6 +252,8 @@ def expansion_problems(
     for e in expansions:
         if _EXPANSION_DEBRIS.search(e):
             problems.append(f"debris: {e!r}")
+        elif _STUTTER.search(e) and not _STUTTER.search(query):
+            problems.append(f"repeated word: {e!r}")
         elif len(e) > 120:
             problems.append(f"too long: {e[:40]!r}...")
         elif not on_topic(e, keywords):

@@ -106,6 +106,12 @@ def test_expansion_problems_on_the_issues_debris() -> None:
         for p in m.expansion_problems(["cooking classes"], "pyhton jobs in berlin", 2, keys)
     )
     assert m.expansion_problems([], "q", 2, keys) == ["none returned"]
+    assert any(
+        "repeated word" in p
+        for p in m.expansion_problems(["python python developer"], "pyhton jobs in berlin", 2, keys)
+    )
+    bora = m.topic_tokens(["bora bora"])
+    assert m.expansion_problems(["bora bora hotels"], "bora bora jobs", 1, bora) == []
 
 
 def test_edit_distance_uses_normalized_text() -> None:

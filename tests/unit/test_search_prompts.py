@@ -417,6 +417,21 @@ def test_expansions_off_topic_or_debris_dropped_never_padded():
     assert u.expanded_queries == ("kubernetes for beginners",)
 
 
+def test_expansions_cut_by_the_length_cap_or_stuttering_dropped():
+    cut = ("agile coaching workshops in berlin munich hamburg frankfurt cologne dresden leipzig")[
+        : search_prompts.EXPANSION_MAX_CHARS
+    ]
+    assert len(cut.strip()) == search_prompts.EXPANSION_MAX_CHARS  # ends mid-word, as the cap cuts
+    u = understand(
+        "agile coaches meetup berlin",
+        expansions=[cut, "agile coaches meetup meetup berlin", "agile coach jobs berlin", "agile " + "x" * 70],
+        count=4,
+    )
+    assert u.expanded_queries == ("agile coach jobs berlin", "agile " + "x" * 70)
+    # A word the query itself repeats may stay repeated.
+    assert understand("bora bora jobs", expansions=["bora bora hotel jobs"]).expanded_queries == ("bora bora hotel jobs",)
+
+
 def test_expansions_on_the_topic_of_the_correction_kept():
     u = understand("pyhton jobs", corrected="python jobs", expansions=["python developer"])
     assert u.expanded_queries == ("python developer",)

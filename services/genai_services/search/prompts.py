@@ -561,19 +561,27 @@ def _content_words(text: str) -> set[str]:
     return {w for w in re.findall(r"[^\W_]+", text.casefold()) if w not in _GENERIC_WORDS and len(w) > 1}
 
 
+def _stutters(text: str) -> set[str]:
+    """The words written twice in a row ("users users")."""
+    words = text.casefold().split()
+    return {a for a, b in zip(words, words[1:]) if a == b}
+
+
 def parse_expansions(
     query: str, parsed: list[str], count: int, topic: tuple[str, ...] = ()
 ) -> tuple[str, ...]:
     """Keep the expansions that are real queries: distinct, not the query, sharing a content
-    word with the query (or `topic`, e.g. its correction); at most `count`, never padded."""
+    word with the query (or `topic`, e.g. its correction), not cut off by the length cap
+    and not stuttering a word the query does not ("meetup meetup": a decoding loop); at
+    most `count`, never padded."""
     words = _content_words(" ".join((query, *topic)))
     seen = {" ".join(query.split()).casefold()}
     kept: list[str] = []
     for q in parsed:
         q = " ".join(q.split())
-        if not q or q.casefold() in seen or not _TEXT.match(q):
+        if not q or q.casefold() in seen or not _TEXT.match(q) or len(q) >= EXPANSION_MAX_CHARS:
             continue
-        if not (_content_words(q) & words):
+        if not (_content_words(q) & words) or _stutters(q) - _stutters(query):
             continue
         seen.add(q.casefold())
         kept.append(q)
